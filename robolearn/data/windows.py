@@ -1,0 +1,134 @@
+"""Training windows: `n_obs_steps` frames of each observed key plus a `horizon`-long action chunk.
+
+A window starting at step s covers steps s .. s+horizon-1 of one episode; steps outside the episode repeat its
+first or last frame (edge padding), so every step of every episode can be the "current" step. Only the
+observed frames of each obs key are gathered (never the whole horizon of images), all windows of a batch in
+one vectorized gather. Images stay uint8: they become floats on the training device.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from robolearn.data.store import EpisodeStore
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    obs_keys: tuple[str, ...]
+    n_obs_steps: int
+    horizon: int
+    n_action_steps: int
+    action_key: str = "action"
+
+    @property
+    def pad_before(self) -> int:
+        return self.n_obs_steps - 1  # the first step of an episode may be "current"
+
+    @property
+    def pad_after(self) -> int:
+        return self.n_action_steps - 1  # the last step's chunk may run past the episode end
+
+
+def window_index(episode_ends: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """(M, 3) int64 rows of (window start, episode start, episode end); starts may lie outside the episode."""
+    rows = []
+    begin = 0
+    for end in np.asarray(episode_ends, dtype=np.int64):
+        first = begin - spec.pad_before
+        last = end - spec.horizon + spec.pad_after
+        if last >= first:
+            starts = np.arange(first, last + 1, dtype=np.int64)
+            rows.append(np.stack([starts, np.full_like(starts, begin), np.full_like(starts, end)], axis=1))
+        begin = end
+    return np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+class Windows:
+    """Index + batched gather over an EpisodeStore (or a subset of its episodes).
+
+    `cache`: "ram" loads the needed keys into memory, "none" reads zarr chunks on demand, "auto" (default)
+    caches when the keys take less than half of the available RAM.
+    """
+
+    def __init__(self, store: EpisodeStore, spec: WindowSpec, episodes: Sequence[int] | None = None,
+                 cache: str = "auto"):
+        for key in (*spec.obs_keys, spec.action_key):
+            if key not in store.keys:
+                raise KeyError(f"store {store.path} has no key {key!r} (it has {store.keys}); "
+                               f"check the task's obs keys and action key")
+        if store.n_episodes == 0:
+            raise ValueError(f"store {store.path} has no episodes to train on")
+        self.store = store
+        self.spec = spec
+        ends = store.episode_ends
+        index = window_index(ends, spec)
+        if episodes is not None:
+            starts = np.concatenate([[0], ends[:-1]])
+            keep = np.isin(index[:, 1], starts[np.asarray(episodes, dtype=np.int64)])
+            index = index[keep]
+        if len(index) == 0:
+            raise ValueError(f"no windows: every selected episode is shorter than horizon - padding "
+                             f"({spec.horizon} - {spec.pad_before + spec.pad_after})")
+        self.index = index
+        keys = (*spec.obs_keys, spec.action_key)
+        needed = sum(store.array(k).dtype.itemsize * np.prod(store.array(k).shape[1:]) * store.n_steps for k in keys)
+        if cache not in ("auto", "ram", "none"):
+            raise ValueError(f"cache must be 'auto', 'ram' or 'none', got {cache!r}")
+        self.cached = cache == "ram" or (cache == "auto" and needed < _available_ram() // 2)
+        self._ram = {k: store.read(k) for k in keys} if self.cached else {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _rows(self, windows: np.ndarray, steps: int) -> np.ndarray:
+        """(B, steps) store rows of each window's first `steps` steps, clamped into its episode."""
+        start, ep_start, ep_end = (windows[:, i:i + 1] for i in range(3))
+        return np.clip(start + np.arange(steps), ep_start, ep_end - 1)
+
+    def _gather(self, key: str, rows: np.ndarray) -> np.ndarray:
+        if self.cached:
+            return self._ram[key][rows]
+        return self.store.read_rows(key, rows)
+
+    def gather(self, idx: np.ndarray) -> dict:
+        """Windows `idx` as {"obs": {key: (B, n_obs_steps, ...)}, "action": (B, horizon, action_dim)} (numpy)."""
+        windows = self.index[np.asarray(idx, dtype=np.int64)]
+        obs_rows = self._rows(windows, self.spec.n_obs_steps)
+        act_rows = self._rows(windows, self.spec.horizon)
+        return {
+            "obs": {k: self._gather(k, obs_rows) for k in self.spec.obs_keys},
+            "action": self._gather(self.spec.action_key, act_rows),
+        }
+
+    def batches(self, batch_size: int, rng: np.random.Generator, device: torch.device | str = "cpu",
+                drop_last: bool = True) -> Iterator[dict]:
+        """One shuffled epoch of batches as tensors on `device` (uint8 images stay uint8)."""
+        order = rng.permutation(len(self))
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        if stop == 0:
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(order)} windows available")
+        for i in range(0, stop, batch_size):
+            yield to_device(self.gather(order[i:i + batch_size]), device)
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """Numpy batch -> tensors on device; non_blocking lets host-to-GPU copies overlap compute."""
+    def move(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    return {"obs": {k: move(v) for k, v in batch["obs"].items()}, "action": move(batch["action"])}

@@ -1,0 +1,71 @@
+"""The environment contract shared by simulators, real robots and world models.
+
+Every source of observations for a task (store, sim, robot, world model) produces the keys its `EnvSpec`
+declares, with the declared shapes and dtypes: images are uint8 HxWxC, low-dim values float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32" for low-dim values, "uint8" for images
+
+    @property
+    def is_image(self) -> bool:
+        return self.dtype == "uint8" and len(self.shape) == 3
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a task's observations and actions are; declared once, used by data, policies and envs alike."""
+
+    name: str
+    obs: dict[str, ArraySpec]
+    action_dim: int
+    control_hz: float
+    action_meaning: str  # e.g. "absolute agent target (x, y) in pixels" or "delta end-effector pose"
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+    max_episode_steps: int = 300
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_obs(self, obs: dict[str, np.ndarray]) -> None:
+        """Raise a clear error when an observation does not match this spec."""
+        for key, want in self.obs.items():
+            if key not in obs:
+                raise KeyError(f"observation is missing key {key!r}; {self.name} declares {sorted(self.obs)}")
+            got = np.asarray(obs[key])
+            if tuple(got.shape) != tuple(want.shape) or got.dtype != np.dtype(want.dtype):
+                raise ValueError(
+                    f"observation {key!r}: got shape {got.shape} dtype {got.dtype}, "
+                    f"{self.name} declares shape {want.shape} dtype {want.dtype}"
+                )
+
+
+class Observation(dict):
+    """A flat `name -> array` mapping plus the monotonic time (seconds) at which it was taken."""
+
+    def __init__(self, values: dict[str, np.ndarray], timestamp: float):
+        super().__init__(values)
+        self.timestamp = float(timestamp)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """One control period per `step` in sim and world models; a robot env sends the command and returns."""
+
+    spec: EnvSpec
+
+    def reset(self, seed: int | None = None) -> Observation: ...
+
+    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, dict[str, Any]]: ...
+
+    def render(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,83 @@
+"""The one interface every policy head implements, so training, evaluation and steering treat them alike.
+
+Inputs are raw: `obs` maps each key to a tensor (B, n_obs_steps, *shape) — float32 low-dim values, uint8
+images — and `batch["action"]` is (B, horizon, action_dim) in the task's units. Normalization happens inside
+the policy with its own `Normalizer`, so a checkpoint is self-contained.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from robolearn.data.normalizer import Normalizer
+from robolearn.env import EnvSpec
+
+
+@dataclass
+class PolicyConfig:
+    """Fields every head shares: what it sees, what it outputs, and how much of a chunk the loop executes."""
+
+    obs_shapes: dict[str, list[int]] = field(default_factory=dict)  # per-step shape of each observed key
+    image_keys: list[str] = field(default_factory=list)  # which of obs_shapes are uint8 HxWxC images
+    action_dim: int = 2
+    n_obs_steps: int = 2  # frames of observation history
+    horizon: int = 16  # actions predicted per chunk (the chunk starts at the oldest observed step)
+    n_action_steps: int = 8  # actions executed from each chunk before replanning
+
+    def __post_init__(self) -> None:
+        if self.n_obs_steps < 1 or self.horizon < 1:
+            raise ValueError(f"n_obs_steps ({self.n_obs_steps}) and horizon ({self.horizon}) must be >= 1")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise ValueError(
+                f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} exceeds "
+                f"horizon {self.horizon}: the executed actions must lie inside the predicted chunk"
+            )
+
+    @classmethod
+    def for_spec(cls, spec: EnvSpec, obs_keys: list[str] | None = None, **kwargs) -> "PolicyConfig":
+        keys = obs_keys or list(spec.obs)
+        return cls(
+            obs_shapes={k: list(spec.obs[k].shape) for k in keys},
+            image_keys=[k for k in keys if spec.obs[k].is_image],
+            action_dim=spec.action_dim,
+            **kwargs,
+        )
+
+
+class Policy(nn.Module, abc.ABC):
+    config_class: type[PolicyConfig] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+        lowdim = {k: tuple(s) for k, s in config.obs_shapes.items() if k not in config.image_keys}
+        lowdim["action"] = (config.action_dim,)
+        self.normalizer = Normalizer(lowdim, image_keys=tuple(config.image_keys))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abc.abstractmethod
+    def loss(self, batch: Mapping[str, object]) -> torch.Tensor:
+        """Training loss for a batch {"obs": {key: (B, To, ...)}, "action": (B, H, A)}."""
+
+    @abc.abstractmethod
+    def sample(self, obs: Mapping[str, torch.Tensor], n: int = 1,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n candidate action chunks per observation: (B, n, horizon, action_dim), in the task's units."""
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, np.ndarray | torch.Tensor],
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """The actions the loop executes next: (B, n_action_steps, action_dim) as float32 numpy."""
+        obs_t = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, device=self.device)
+                 for k, v in obs.items() if k in self.config.obs_shapes}
+        chunk = self.sample(obs_t, n=1, generator=generator)[:, 0]
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start:start + self.config.n_action_steps].float().cpu().numpy()
