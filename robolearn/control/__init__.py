@@ -1,0 +1,1 @@
+"""Driving envs with policies: the control loop, chunk execution, clocks, recording."""

@@ -1,0 +1,99 @@
+"""Finding a task's dataset: a path the user gives, $ROBOLEARN_DATA, ./datasets, ../shared/data, or a download.
+
+Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from robolearn.data.store import EpisodeStore, StoreFormatError
+from robolearn.task import TaskConfig
+
+ENV_VAR = "ROBOLEARN_DATA"
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
+    root = project_root()
+    return [*dirs, root / "datasets", root.parent / "shared" / "data"]
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else project_root() / "datasets"
+
+
+def find_source(task: TaskConfig, path: str | os.PathLike | None = None) -> Path | None:
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"dataset path {path} does not exist")
+        return path
+    for folder in search_dirs():
+        candidate = folder / task.dataset
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def download(url: str, dest_dir: Path, timeout: float = 30.0) -> Path:
+    """Download and unpack a zip; raises a clear error where there is no network."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    archive = dest_dir / Path(url).name
+    tmp = archive.with_suffix(archive.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise ConnectionError(f"could not download {url}: {err}") from err
+    os.replace(tmp, archive)
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(dest_dir)
+    return archive
+
+
+def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, allow_download: bool = True,
+                    progress: bool = True) -> EpisodeStore:
+    """The task's demonstrations as an EpisodeStore, importing (and downloading) them when needed."""
+    converted = datasets_dir() / f"{task.name}.episodes.zarr"
+    if path is None and converted.exists():
+        return EpisodeStore.open(converted)
+    source = find_source(task, path)
+    if source is None and allow_download and task.dataset_url:
+        try:
+            download(task.dataset_url, datasets_dir())
+        except ConnectionError as err:
+            raise FileNotFoundError(_not_found_message(task, err)) from err
+        source = find_source(task)
+    if source is None:
+        raise FileNotFoundError(_not_found_message(task))
+    try:
+        return EpisodeStore.open(source)
+    except StoreFormatError:
+        if task.dataset_format != "diffusion_policy":
+            raise
+    from robolearn.data.formats.diffusion_policy import import_diffusion_policy
+
+    if path is not None:  # a user-given foreign dataset is imported next to the others, named after it
+        converted = datasets_dir() / f"{Path(path).stem}.episodes.zarr"
+        if converted.exists():
+            return EpisodeStore.open(converted)
+    return import_diffusion_policy(source, converted, task=task.name, fps=task.spec().control_hz, progress=progress)
+
+
+def _not_found_message(task: TaskConfig, err: Exception | None = None) -> str:
+    places = "\n".join(f"  {d / task.dataset}" for d in search_dirs())
+    reason = f"\nDownload failed: {err}" if err else ""
+    return (f"dataset {task.dataset!r} for task {task.name!r} not found. Looked in:\n{places}\n"
+            f"Put it in one of these places, set ${ENV_VAR} to its folder, or pass its path "
+            f"(dataset=/path/to/{task.dataset}). Official source: {task.dataset_url}{reason}")

@@ -1,0 +1,1 @@
+"""Rollout evaluation: confidence intervals for reported metrics and videos of evaluated episodes."""

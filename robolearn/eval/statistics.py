@@ -1,0 +1,77 @@
+"""Confidence intervals for evaluation metrics, so a success rate from 50 episodes is never reported as exact.
+
+Success rates use the Wilson score interval (well behaved at 0 % and 100 %, unlike the normal approximation);
+means of per-episode scores use the Student-t interval. scipy (a dependency of robosuite) supplies the t
+quantile and is imported only when a t interval is computed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion `successes / n`."""
+    _check_confidence(confidence)
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs at least one trial, got n={n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, n={n}], got {successes}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    p = successes / n
+    z2n = z * z / n
+    center = (p + z2n / 2.0) / (1.0 + z2n)
+    half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / n + z2n / (4.0 * n))
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean with its Student-t confidence interval; the interval is (nan, nan) for a single value."""
+    _check_confidence(confidence)
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("mean_interval got non-finite values")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, math.nan, math.nan
+    from scipy.stats import t as student_t
+
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    half = float(student_t.ppf(0.5 + confidence / 2.0, df=x.size - 1)) * sem
+    return mean, mean - half, mean + half
+
+
+def summarize_episodes(
+    max_coverages: Sequence[float], successes: Sequence[bool], confidence: float = 0.95
+) -> dict[str, float | int]:
+    """The Push-T style report: mean max coverage (t interval) and success rate (Wilson interval)."""
+    if len(max_coverages) != len(successes):
+        raise ValueError(f"got {len(max_coverages)} coverages but {len(successes)} success flags")
+    if len(successes) == 0:
+        raise ValueError("summarize_episodes needs at least one episode")
+    n = len(successes)
+    k = int(sum(bool(s) for s in successes))
+    mean, mean_low, mean_high = mean_interval(max_coverages, confidence)
+    rate_low, rate_high = wilson_interval(k, n, confidence)
+    return {
+        "n_episodes": n,
+        "confidence": confidence,
+        "mean_max_coverage": mean,
+        "mean_max_coverage_low": mean_low,
+        "mean_max_coverage_high": mean_high,
+        "success_rate": k / n,
+        "success_rate_low": rate_low,
+        "success_rate_high": rate_high,
+    }

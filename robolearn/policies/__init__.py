@@ -1,0 +1,1 @@
+"""Policy heads: each implements `robolearn.policies.base.Policy`."""

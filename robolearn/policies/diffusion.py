@@ -1,0 +1,195 @@
+"""Diffusion Policy head (Chi et al. 2023): a conditional 1-D UNet denoises whole action chunks.
+
+Training regresses the noise added to normalized action chunks at random diffusion steps; sampling runs a
+diffusers DDIM or DDPM loop from Gaussian noise. `initial_noise` and `denoise_step` are separate methods,
+and `sample` accepts the starting noise, so guidance and steering can intervene between steps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import nn
+
+from robolearn.nn.unet1d import ConditionalUnet1D
+from robolearn.policies.base import Policy, PolicyConfig
+
+_SCHEDULERS = ("ddim", "ddpm")
+_PREDICTION_TYPES = ("epsilon", "sample")
+
+
+@dataclass
+class DiffusionConfig(PolicyConfig):
+    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"  # what the UNet predicts: the added noise or the clean chunk
+    clip_sample: bool = True  # keep predicted clean chunks inside the normalized [-1, 1] range
+    scheduler: str = "ddim"  # sampler `sample` uses by default: "ddim" or "ddpm"
+    num_inference_steps: int = 10  # DDIM steps; DDPM runs all num_train_timesteps
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.down_dims = [int(d) for d in self.down_dims]  # JSON has no tuples; keep one form
+        if not self.down_dims:
+            raise ValueError("down_dims must name at least one UNet level")
+        factor = 2 ** (len(self.down_dims) - 1)
+        if self.horizon % factor:
+            raise ValueError(f"horizon {self.horizon} must be divisible by {factor} "
+                             f"for {len(self.down_dims)} UNet levels (down_dims={self.down_dims})")
+        if self.scheduler not in _SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {_SCHEDULERS}, got {self.scheduler!r}")
+        if self.prediction_type not in _PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {_PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps ({self.num_inference_steps}) must be in "
+                             f"[1, num_train_timesteps={self.num_train_timesteps}]")
+
+
+class LowDimObsEncoder(nn.Module):
+    """Normalized low-dim history -> one condition vector: each key (sorted) flattened over time, concatenated.
+
+    An image encoder would sit beside this one and contribute its features to the same vector.
+    """
+
+    def __init__(self, obs_shapes: Mapping[str, list[int]], image_keys: list[str], n_obs_steps: int):
+        super().__init__()
+        if image_keys:
+            raise ValueError(f"image observations need an image encoder; not available for this head yet "
+                             f"(image_keys={list(image_keys)})")
+        self.keys = sorted(obs_shapes)
+        self.out_dim = n_obs_steps * sum(math.prod(obs_shapes[k]) for k in self.keys)
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`obs`: already normalized {key: (B, n_obs_steps, *shape)} -> (B, out_dim)."""
+        return torch.cat([obs[k].reshape(obs[k].shape[0], -1) for k in self.keys], dim=-1)
+
+
+class DiffusionPolicy(Policy):
+    config_class = DiffusionConfig
+    config: DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__(config)
+        if not config.obs_shapes:
+            raise ValueError("DiffusionPolicy needs at least one observed key in config.obs_shapes to condition on")
+        self.obs_encoder = LowDimObsEncoder(config.obs_shapes, config.image_keys, config.n_obs_steps)
+        self.unet = ConditionalUnet1D(
+            action_dim=config.action_dim, global_cond_dim=self.obs_encoder.out_dim, down_dims=config.down_dims,
+            kernel_size=config.kernel_size, n_groups=config.n_groups,
+            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
+        )
+        common = dict(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                      clip_sample=config.clip_sample, prediction_type=config.prediction_type)
+        self.schedulers: dict[str, SchedulerMixin] = {
+            "ddpm": DDPMScheduler(variance_type="fixed_small", **common),
+            "ddim": DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common),
+        }
+
+    # ----- observations -----
+
+    def _check_obs(self, obs: Mapping[str, torch.Tensor]) -> int:
+        """Raise a clear error unless every observed key is (B, n_obs_steps, *shape) with one B; return B."""
+        cfg = self.config
+        batch = -1  # unknown until the first key
+        for key in sorted(cfg.obs_shapes):
+            if key not in obs:
+                raise KeyError(f"observation is missing key {key!r}; the policy observes {sorted(cfg.obs_shapes)}")
+            want = (cfg.n_obs_steps, *cfg.obs_shapes[key])
+            got = tuple(obs[key].shape)
+            if len(got) != len(want) + 1 or got[1:] != want:
+                raise ValueError(f"observation {key!r} must be (B, {', '.join(map(str, want))}) "
+                                 f"= (B, n_obs_steps, *shape), got {got}")
+            if batch >= 0 and got[0] != batch:
+                raise ValueError(f"observation {key!r} has batch size {got[0]}, other keys have {batch}")
+            batch = got[0]
+        return batch
+
+    def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw observations {key: (B, n_obs_steps, *shape)} -> global condition (B, cond_dim)."""
+        self._check_obs(obs)
+        device = self.device
+        normed = {k: self.normalizer.normalize(k, obs[k].to(device=device, dtype=torch.float32))
+                  for k in self.obs_encoder.keys}
+        return self.obs_encoder(normed)
+
+    # ----- training -----
+
+    def loss(self, batch: Mapping[str, object]) -> torch.Tensor:
+        cfg = self.config
+        obs, action = batch["obs"], batch["action"]
+        b = self._check_obs(obs)
+        want = (b, cfg.horizon, cfg.action_dim)
+        if tuple(action.shape) != want:
+            raise ValueError(f"action must be (B, horizon, action_dim) = {want}, got {tuple(action.shape)}")
+        cond = self.encode_obs(obs)
+        clean = self.normalizer.normalize("action", action.to(device=cond.device, dtype=torch.float32))
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, cfg.num_train_timesteps, (b,), device=clean.device)
+        noisy = self.schedulers["ddpm"].add_noise(clean, noise, t)
+        pred = self.unet(noisy, t, cond)
+        target = noise if cfg.prediction_type == "epsilon" else clean
+        return F.mse_loss(pred, target)
+
+    # ----- sampling -----
+
+    def _scheduler(self, scheduler: str | SchedulerMixin | None,
+                   num_inference_steps: int | None) -> SchedulerMixin:
+        """The scheduler to sample with, its timesteps set for this call."""
+        name = self.config.scheduler if scheduler is None else scheduler
+        if isinstance(name, str):
+            if name not in self.schedulers:
+                raise ValueError(f"scheduler must be one of {_SCHEDULERS} or a diffusers scheduler, got {name!r}")
+            sched = self.schedulers[name]
+            if num_inference_steps is None:
+                num_inference_steps = (self.config.num_inference_steps if name == "ddim"
+                                       else self.config.num_train_timesteps)
+        else:
+            sched = name
+            num_inference_steps = num_inference_steps or self.config.num_inference_steps
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        return sched
+
+    def nfe(self, scheduler: str | SchedulerMixin | None = None, num_inference_steps: int | None = None) -> int:
+        """UNet evaluations to sample one chunk (a whole batch of chunks shares them)."""
+        return len(self._scheduler(scheduler, num_inference_steps).timesteps)
+
+    def initial_noise(self, batch: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Starting point of the reverse process: (batch, n, horizon, action_dim) standard normal."""
+        shape = (batch, n, self.config.horizon, self.config.action_dim)
+        return torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+
+    def denoise_step(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, scheduler: SchedulerMixin,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """One reverse step on flat chunks x (N, horizon, action_dim) with condition (N, cond_dim)."""
+        model_out = self.unet(x, torch.as_tensor(t, device=x.device).expand(x.shape[0]), cond)
+        return scheduler.step(model_out, t, x, generator=generator).prev_sample
+
+    @torch.no_grad()
+    def sample(self, obs: Mapping[str, torch.Tensor], n: int = 1, generator: torch.Generator | None = None,
+               scheduler: str | SchedulerMixin | None = None, num_inference_steps: int | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        cond = self.encode_obs(obs)
+        b = cond.shape[0]
+        if noise is None:
+            noise = self.initial_noise(b, n, generator)
+        elif tuple(noise.shape) != (b, n, cfg.horizon, cfg.action_dim):
+            raise ValueError(f"noise must be (B, n, horizon, action_dim) = "
+                             f"{(b, n, cfg.horizon, cfg.action_dim)}, got {tuple(noise.shape)}")
+        sched = self._scheduler(scheduler, num_inference_steps)
+        cond = cond.repeat_interleave(n, dim=0)  # row i*n + j is candidate j of observation i
+        x = noise.to(device=cond.device, dtype=torch.float32).reshape(b * n, cfg.horizon, cfg.action_dim)
+        for t in sched.timesteps:
+            x = self.denoise_step(x, t, cond, sched, generator)
+        if cfg.clip_sample:
+            x = x.clamp(-1.0, 1.0)
+        return self.normalizer.unnormalize("action", x).reshape(b, n, cfg.horizon, cfg.action_dim)

@@ -1,0 +1,50 @@
+"""A task brings data, an environment and a spec; a policy (the method) is trained and evaluated on it.
+
+Tasks are plain dataclasses (hydra configs under configs/task/ fill them in). The env class is named by an
+import path that must lie inside robolearn, so a config or checkpoint can never import arbitrary code.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from robolearn.env import Env, EnvSpec
+
+_ALLOWED_PREFIX = "robolearn."
+
+
+def import_object(path: str) -> Any:
+    """Import `package.module:Name`, restricted to robolearn's own modules."""
+    if ":" not in path:
+        raise ValueError(f"expected 'package.module:Name', got {path!r}")
+    module, name = path.split(":", 1)
+    if not module.startswith(_ALLOWED_PREFIX):
+        raise ValueError(f"refusing to import {path!r}: only robolearn's own classes may be named in configs")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"cannot import {path!r}: {err}") from err
+
+
+@dataclass
+class TaskConfig:
+    name: str = "pusht"
+    env: str = "robolearn.sim.pusht:PushTEnv"  # Env class
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"obs_type": "state"})
+    obs_keys: list[str] = field(default_factory=lambda: ["state"])  # what the policy sees
+    action_key: str = "action"
+    dataset: str = "pusht_cchi_v7_replay.zarr"  # file/folder name searched for in the dataset locations
+    dataset_format: str = "diffusion_policy"  # "robolearn" for an EpisodeStore, or an importable format
+    dataset_url: str = "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip"
+    score_key: str = "max_coverage"  # per-episode info value averaged as the task's score ("" for none)
+
+    def make_env(self) -> Env:
+        return import_object(self.env)(**self.env_kwargs)
+
+    def spec(self) -> EnvSpec:
+        env = self.make_env()
+        try:
+            return env.spec
+        finally:
+            env.close()

@@ -1,0 +1,245 @@
+"""Training: windows from an EpisodeStore -> policy.loss -> AdamW + EMA, with evaluation and checkpoints.
+
+A run folder holds everything about a run::
+
+    run/
+      config.json                 the full run config (task, policy, train)
+      log.jsonl  tb/              metrics, one JSON object per line, and TensorBoard events
+      checkpoints/last/           policy.json + model.safetensors (EMA weights: what you deploy)
+                      train_state.safetensors  raw weights, optimizer, EMA and RNG state: what `resume` needs
+      eval/                       reports and videos
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from robolearn.data.sources import open_task_store
+from robolearn.data.store import EpisodeStore
+from robolearn.data.windows import Windows, WindowSpec
+from robolearn.device import resolve_device
+from robolearn.eval.rollout import EvalReport, evaluate
+from robolearn.nn.ema import EMA
+from robolearn.policies.base import Policy, PolicyConfig
+from robolearn.policies.checkpoint import save_policy
+from robolearn.task import TaskConfig, import_object
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20_000
+    time_budget_min: float = 0.0  # stop early after this many minutes of training (0: no limit)
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    ema: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    cache: str = "auto"  # windows RAM cache: auto | ram | none
+    log_every: int = 50
+    checkpoint_every: int = 2_000
+    eval_every: int = 0  # steps between evaluations during training (0: only at the end)
+    eval_episodes: int = 50  # episodes per evaluation during training
+    final_eval_episodes: int = 100
+    eval_envs: int = 50  # envs per batched evaluation
+    video_episodes: int = 4
+
+
+@dataclass
+class RunConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    policy_class: str = "robolearn.policies.diffusion:DiffusionPolicy"
+    policy: dict[str, Any] = field(default_factory=dict)  # fields of the policy's config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs/pusht_diffusion"
+    dataset_path: str | None = None  # overrides the task's dataset search
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        return cls(task=TaskConfig(**d.pop("task", {})), train=TrainConfig(**d.pop("train", {})), **d)
+
+
+def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
+    """The policy of a run, shaped by the store's keys and normalized by its statistics."""
+    cls = import_object(run.policy_class)
+    specs = store.specs
+    missing = [k for k in (*run.task.obs_keys, run.task.action_key) if k not in specs]
+    if missing:
+        raise KeyError(f"dataset {store.path} lacks keys {missing} that task {run.task.name!r} needs; it has {store.keys}")
+    config: PolicyConfig = cls.config_class(
+        obs_shapes={k: list(specs[k].shape) for k in run.task.obs_keys},
+        image_keys=[k for k in run.task.obs_keys if specs[k].is_image],
+        action_dim=specs[run.task.action_key].shape[0],
+        **run.policy,
+    )
+    policy = cls(config)
+    stats = {k: store.stats(k) for k in run.task.obs_keys if not specs[k].is_image}
+    stats["action"] = store.stats(run.task.action_key)
+    policy.normalizer.fit(stats)
+    return policy
+
+
+class Trainer:
+    def __init__(self, run: RunConfig, store: EpisodeStore | None = None, progress: bool = True):
+        self.run = run
+        self.cfg = run.train
+        self.progress = progress
+        self.out = Path(run.out_dir)
+        self.device = resolve_device(self.cfg.device)
+        if self.cfg.num_threads > 0:
+            torch.set_num_threads(self.cfg.num_threads)
+        torch.manual_seed(self.cfg.seed)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        self.store = store or open_task_store(run.task, run.dataset_path, progress=progress)
+        self.policy = build_policy(run, self.store).to(self.device)
+        pc = self.policy.config
+        self.windows = Windows(self.store, WindowSpec(tuple(run.task.obs_keys), pc.n_obs_steps, pc.horizon,
+                                                      pc.n_action_steps, run.task.action_key), cache=self.cfg.cache)
+        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay, betas=(0.95, 0.999))
+        self.ema = EMA(self.policy) if self.cfg.ema else None
+        self.step = 0
+        self.train_seconds = 0.0
+        self._writer = None
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> EvalReport | None:
+        """Train until `steps` (or the time budget), then evaluate the deployable (EMA) policy."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.run), indent=2))
+        budget_s = self.cfg.time_budget_min * 60 or math.inf
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        losses: list[float] = []
+        while self.step < self.cfg.steps and self.train_seconds < budget_s:
+            for batch in self.windows.batches(self.cfg.batch_size, self.rng, self.device):
+                t0 = time.perf_counter()
+                losses.append(self.train_step(batch))
+                self.train_seconds += time.perf_counter() - t0
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0:
+                    self.log({"loss": float(np.mean(losses)), "lr": self.lr_at(self.step)})
+                    bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                    losses.clear()
+                if self.step % self.cfg.checkpoint_every == 0:
+                    self.save()
+                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                    self.evaluate(self.cfg.eval_episodes, tag=f"step{self.step}")
+                if self.step >= self.cfg.steps or self.train_seconds >= budget_s:
+                    break
+        bar.close()
+        self.save()
+        if self.cfg.final_eval_episodes <= 0:
+            return None
+        return self.evaluate(self.cfg.final_eval_episodes, tag="final")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup then cosine decay to 0 at `steps`."""
+        if step < self.cfg.warmup_steps:
+            return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
+        progress = (step - self.cfg.warmup_steps) / max(1, self.cfg.steps - self.cfg.warmup_steps)
+        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def train_step(self, batch: dict) -> float:
+        self.policy.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        loss = self.policy.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the learning rate "
+                                     f"or check the data for outliers")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.policy)
+        self.step += 1
+        return float(loss.detach())
+
+    @property
+    def deployable(self) -> Policy:
+        return self.ema.model if self.ema is not None else self.policy
+
+    def evaluate(self, n_episodes: int, tag: str) -> EvalReport:
+        report = evaluate(self.deployable, self.run.task, n_episodes=n_episodes, n_envs=self.cfg.eval_envs,
+                          video_path=self.out / "eval" / f"{tag}.mp4", video_episodes=self.cfg.video_episodes,
+                          progress=self.progress)
+        (self.out / "eval").mkdir(parents=True, exist_ok=True)
+        (self.out / "eval" / f"{tag}.json").write_text(json.dumps(report.to_dict(with_episodes=True), indent=2))
+        self.log({f"eval/{k}": v for k, v in report.to_dict().items() if isinstance(v, (int, float))})
+        return report
+
+    # ------------------------------------------------------------------ logging
+    def log(self, metrics: dict[str, float]) -> None:
+        record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **metrics}
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
+
+            self._writer = SummaryWriter(str(self.out / "tb"))
+        for key, value in metrics.items():
+            self._writer.add_scalar(key, value, self.step)
+        self._writer.flush()
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints" / "last"
+
+    def save(self) -> Path:
+        directory = self.checkpoint_dir
+        save_policy(self.deployable, directory, task=self.run.task,
+                    info={"step": self.step, "train_seconds": self.train_seconds, "ema": self.ema is not None})
+        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for idx, slots in opt["state"].items():
+            for name, value in slots.items():
+                state[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        if self.ema is not None:
+            state.update({f"ema.{k}": v.cpu().contiguous() for k, v in self.ema.state_dict().items()})
+        state["torch_rng"] = torch.get_rng_state()
+        meta = {"step": str(self.step), "train_seconds": str(self.train_seconds),
+                "param_groups": json.dumps(opt["param_groups"]),
+                "numpy_rng": json.dumps(self.rng.bit_generator.state)}
+        tmp = directory / "train_state.safetensors.tmp"
+        save_file(state, str(tmp), metadata=meta)
+        tmp.replace(directory / "train_state.safetensors")
+        return directory
+
+    def resume(self) -> bool:
+        """Continue from the run folder's last checkpoint; False when there is none."""
+        path = self.checkpoint_dir / "train_state.safetensors"
+        if not path.exists():
+            return False
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        state = load_file(str(path))
+        self.policy.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                slots.setdefault(int(idx), {})[name] = value
+        self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(meta["numpy_rng"])
+        self.step = int(meta["step"])
+        self.train_seconds = float(meta["train_seconds"])
+        return True

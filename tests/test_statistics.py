@@ -1,0 +1,72 @@
+"""Intervals checked against values computed by hand from the textbook formulas."""
+import math
+
+import pytest
+
+from robolearn.eval.statistics import mean_interval, summarize_episodes, wilson_interval
+
+
+def test_wilson_half_successes():
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3)
+    assert high == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_wilson_edges_are_one_sided():
+    # z^2 / (n + z^2) with z = 1.959964, n = 10
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-4)
+
+
+def test_wilson_asymmetric_case_and_confidence():
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    narrow = wilson_interval(8, 10, confidence=0.5)
+    wide = wilson_interval(8, 10, confidence=0.99)
+    assert wide[0] < narrow[0] < 0.8 < narrow[1] < wide[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((0, 0), "at least one trial"), ((11, 10), "successes"), ((-1, 10), "successes")],
+)
+def test_wilson_rejects_bad_counts(args, message):
+    with pytest.raises(ValueError, match=message):
+        wilson_interval(*args)
+
+
+def test_wilson_rejects_bad_confidence():
+    with pytest.raises(ValueError, match="confidence"):
+        wilson_interval(5, 10, confidence=1.0)
+
+
+def test_t_interval_matches_hand_computation():
+    # mean 3, s = sqrt(2.5), sem = s / sqrt(5), t_{0.975, 4} = 2.776445
+    mean, low, high = mean_interval([1, 2, 3, 4, 5])
+    assert mean == 3.0
+    assert (low, high) == pytest.approx((3 - 1.963243, 3 + 1.963243), abs=1e-5)
+    # two values: sem = 0.5, t_{0.975, 1} = 12.706205
+    assert mean_interval([0.0, 1.0]) == pytest.approx((0.5, 0.5 - 6.353102, 0.5 + 6.353102), abs=1e-5)
+
+
+def test_t_interval_degenerate_inputs():
+    assert mean_interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
+    mean, low, high = mean_interval([0.4])
+    assert mean == 0.4 and math.isnan(low) and math.isnan(high)
+    with pytest.raises(ValueError, match="at least one"):
+        mean_interval([])
+    with pytest.raises(ValueError, match="non-finite"):
+        mean_interval([0.1, float("nan")])
+
+
+def test_summarize_episodes():
+    summary = summarize_episodes([1.0, 0.5, 0.96, 0.2], [True, False, True, False])
+    assert summary["n_episodes"] == 4
+    assert summary["success_rate"] == 0.5
+    assert (summary["success_rate_low"], summary["success_rate_high"]) == pytest.approx(wilson_interval(2, 4))
+    mean, low, high = mean_interval([1.0, 0.5, 0.96, 0.2])
+    assert summary["mean_max_coverage"] == pytest.approx(mean)
+    assert (summary["mean_max_coverage_low"], summary["mean_max_coverage_high"]) == pytest.approx((low, high))
+    with pytest.raises(ValueError, match="coverages"):
+        summarize_episodes([0.1, 0.2], [True])
+    with pytest.raises(ValueError, match="at least one episode"):
+        summarize_episodes([], [])
