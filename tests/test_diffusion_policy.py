@@ -19,8 +19,8 @@ W = torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.1, 0.3], [0.3, 0.1], [0.0, -0.2]]
 
 
 def tiny_config(**overrides) -> DiffusionConfig:
-    kwargs = dict(down_dims=[32, 64], diffusion_step_embed_dim=32, horizon=HORIZON, n_obs_steps=N_OBS,
-                  n_action_steps=4, obs_shapes={"state": [STATE_DIM]}, action_dim=ACTION_DIM)
+    kwargs = {"down_dims": [32, 64], "diffusion_step_embed_dim": 32, "horizon": HORIZON, "n_obs_steps": N_OBS,
+              "n_action_steps": 4, "obs_shapes": {"state": [STATE_DIM]}, "action_dim": ACTION_DIM}
     kwargs.update(overrides)
     return DiffusionConfig(**kwargs)
 

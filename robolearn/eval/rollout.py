@@ -95,7 +95,7 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     k = sum(successes)
     low, high = wilson_interval(k, len(results))
     scores = [float(r.final_info[task.score_key]) for r in results] if task.score_key else []
-    s_mean, s_low, s_high = mean_interval(scores) if len(scores) > 1 else (scores[0] if scores else None,) * 3
+    s_mean, s_low, s_high = mean_interval(scores) if scores else (None, None, None)
     video = None
     if video_path is not None and video_episodes > 0:
         frames = tile_frames([r.frames for r in results[:video_episodes]])

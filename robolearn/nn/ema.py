@@ -6,7 +6,7 @@ Diffusion policies sample noticeably smoother, better actions from averaged weig
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -6,8 +6,9 @@ FiLM (a per-channel scale and bias), which conditions the whole hierarchy instea
 """
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -85,7 +86,7 @@ class ConditionalUnet1D(nn.Module):
 
         chans = [action_dim] + down_dims
         self.down = nn.ModuleList()
-        for level, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+        for level, (c_in, c_out) in enumerate(itertools.pairwise(chans)):
             last = level == self.n_levels - 1
             self.down.append(nn.ModuleList([
                 res(c_in, c_out), res(c_out, c_out),
@@ -94,7 +95,7 @@ class ConditionalUnet1D(nn.Module):
         self.mid = nn.ModuleList([res(down_dims[-1], down_dims[-1]), res(down_dims[-1], down_dims[-1])])
         # The up path mirrors every level but the first; each block takes the skip from the matching level.
         self.up = nn.ModuleList()
-        for c_small, c_big in reversed(list(zip(down_dims[:-1], down_dims[1:]))):
+        for c_small, c_big in reversed(list(itertools.pairwise(down_dims))):
             self.up.append(nn.ModuleList([
                 res(2 * c_big, c_small), res(c_small, c_small),
                 nn.ConvTranspose1d(c_small, c_small, 4, stride=2, padding=1),
@@ -102,7 +103,7 @@ class ConditionalUnet1D(nn.Module):
         self.final = nn.Sequential(ConvBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
                                    nn.Conv1d(down_dims[0], action_dim, 1))
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int | float,
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float,
                 global_cond: torch.Tensor | None = None) -> torch.Tensor:
         """`sample` (B, T, action_dim), `timestep` scalar or (B,), `global_cond` (B, global_cond_dim)."""
         if sample.ndim != 3 or sample.shape[-1] != self.action_dim:

@@ -7,8 +7,8 @@ and `sample` accepts the starting noise, so guidance and steering can intervene 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +87,8 @@ class DiffusionPolicy(Policy):
             kernel_size=config.kernel_size, n_groups=config.n_groups,
             diffusion_step_embed_dim=config.diffusion_step_embed_dim,
         )
-        common = dict(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                      clip_sample=config.clip_sample, prediction_type=config.prediction_type)
+        common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
+                  "clip_sample": config.clip_sample, "prediction_type": config.prediction_type}
         self.schedulers: dict[str, SchedulerMixin] = {
             "ddpm": DDPMScheduler(variance_type="fixed_small", **common),
             "ddim": DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common),

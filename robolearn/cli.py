@@ -1,0 +1,151 @@
+"""The `robolearn` command: one entry point, one verb per job.
+
+    robolearn demo   [overrides...]             the main job: train on Push-T for a few minutes, evaluate, report
+    robolearn train  [overrides...]             train from configs/train.yaml (hydra overrides: key=value)
+    robolearn eval   CHECKPOINT [--episodes N] [--json]
+    robolearn convert SRC DST [--from diffusion_policy | --to diffusion_policy]
+    robolearn info   STORE                      episodes, steps, keys of an EpisodeStore
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from robolearn.data.sources import project_root
+
+
+def compose(config_name: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """Compose a hydra config from the project's configs/ folder into a plain dict."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    config_dir = project_root() / "configs"
+    if not (config_dir / f"{config_name}.yaml").exists():
+        raise FileNotFoundError(f"no config {config_name}.yaml in {config_dir}")
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> int:
+    from robolearn.eval.rollout import format_report
+    from robolearn.train import RunConfig, Trainer
+
+    raw = compose(config_name, overrides)
+    raw["policy"] = {k: v for k, v in raw.get("policy", {}).items() if k != "name"}
+    run = RunConfig.from_dict(raw)
+    trainer = Trainer(run)
+    if resume and trainer.resume():
+        print(f"resumed {run.out_dir} at step {trainer.step}")
+    n_params = sum(p.numel() for p in trainer.policy.parameters())
+    print(f"training {run.policy_class.split(':')[-1]} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
+          f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}")
+    report = trainer.fit()
+    print(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"
+          f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min")
+    if report is not None:
+        print(format_report(report))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from robolearn.eval.rollout import evaluate, format_report
+    from robolearn.policies.checkpoint import load_policy, load_task
+
+    policy = load_policy(args.checkpoint, device=args.device if args.device != "auto" else None)
+    task = load_task(args.checkpoint)
+    if args.sampler:
+        policy.config.scheduler = args.sampler
+    if args.sampler_steps:
+        policy.config.num_inference_steps = args.sampler_steps
+    report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
+                      video_path=args.video, video_episodes=args.video_episodes, progress=not args.json)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from robolearn.data.formats.diffusion_policy import export_diffusion_policy, import_diffusion_policy
+    from robolearn.data.store import EpisodeStore
+
+    if args.to == "diffusion_policy":
+        out = export_diffusion_policy(EpisodeStore.open(args.src), args.dst, overwrite=args.overwrite)
+        print(f"wrote diffusion_policy zarr {out}")
+        return 0
+    store = import_diffusion_policy(args.src, args.dst, task=args.task, fps=args.fps, overwrite=args.overwrite)
+    print(store)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from robolearn.data.store import EpisodeStore
+
+    store = EpisodeStore.open(args.store)
+    lengths = store.episode_lengths
+    print(f"{store.path}: {store.n_episodes} episodes, {store.n_steps} steps, task={store.task}, fps={store.fps}")
+    if len(lengths):
+        print(f"  episode length: min {lengths.min()}, mean {lengths.mean():.1f}, max {lengths.max()}")
+    for key, spec in store.specs.items():
+        print(f"  {key:<16} {str(spec.shape):<16} {spec.dtype}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robolearn", description="Learn robot manipulation policies.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, config, help_ in (("demo", "demo", "main job: train on Push-T for a few minutes and evaluate"),
+                                ("train", "train", "train a policy (hydra overrides: task=... policy=... train.steps=...)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("overrides", nargs="*", help="hydra overrides, e.g. train.steps=1000 out_dir=runs/x")
+        p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+        p.set_defaults(func=lambda a, c=config: run_training(c, a.overrides, a.resume))
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint in its task's simulator")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (with policy.json and model.safetensors)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (episode i: seed + i)")
+    p.add_argument("--n-envs", type=int, default=50, help="envs stepped together, one batched policy call")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], help="diffusion sampler override")
+    p.add_argument("--sampler-steps", type=int, help="denoising steps override")
+    p.add_argument("--video", type=Path, help="write a video of the first episodes here (.mp4)")
+    p.add_argument("--video-episodes", type=int, default=4)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", help="import a dataset into an EpisodeStore, or export one")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--from", dest="from_", choices=["diffusion_policy"], default="diffusion_policy")
+    direction.add_argument("--to", choices=["diffusion_policy"], help="export the store SRC to this format")
+    p.add_argument("--task", help="task name recorded in the store")
+    p.add_argument("--fps", type=float, help="control rate recorded in the store")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("info", help="summarize an EpisodeStore")
+    p.add_argument("store", type=Path)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, PermissionError, ConnectionError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"robolearn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
