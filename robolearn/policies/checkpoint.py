@@ -73,9 +73,13 @@ def load_policy(path: str | os.PathLike, device: str | torch.device | None = Non
                          f"it was written by another robolearn version")
     policy = cls(cls.config_class(**record["config"]))
     state = load_file(str(Path(path) / WEIGHTS))
-    missing, unexpected = policy.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint weights do not match {cls.__name__}: missing {missing}, unexpected {unexpected}")
+    expected = policy.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        raise ValueError(f"checkpoint weights do not match {cls.__name__} as configured: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, wrong shape {reshaped[:5]}")
+    policy.load_state_dict(state)
     device = torch.device(device) if device is not None else default_device()
     return policy.to(device).eval()
 
