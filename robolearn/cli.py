@@ -34,9 +34,7 @@ def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> in
     from robolearn.eval.rollout import format_report
     from robolearn.train import RunConfig, Trainer
 
-    raw = compose(config_name, overrides)
-    raw["policy"] = {k: v for k, v in raw.get("policy", {}).items() if k != "name"}
-    run = RunConfig.from_dict(raw)
+    run = RunConfig.from_dict(compose(config_name, overrides))
     trainer = Trainer(run)
     if resume and trainer.resume():
         print(f"resumed {run.out_dir} at step {trainer.step}")

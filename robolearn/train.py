@@ -69,7 +69,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
-        return cls(task=TaskConfig(**d.pop("task", {})), train=TrainConfig(**d.pop("train", {})), **d)
+        policy = {k: v for k, v in d.pop("policy", {}).items() if k != "name"}  # name only labels the config
+        return cls(task=TaskConfig(**d.pop("task", {})), train=TrainConfig(**d.pop("train", {})), policy=policy, **d)
 
 
 def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:

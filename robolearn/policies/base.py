@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from robolearn.data.normalizer import Normalizer
 from robolearn.env import EnvSpec
+from robolearn.nn.obs_encoder import ObsEncoder
 
 
 @dataclass
@@ -58,13 +59,50 @@ class Policy(nn.Module, abc.ABC):
         lowdim = {k: tuple(s) for k, s in config.obs_shapes.items() if k not in config.image_keys}
         lowdim["action"] = (config.action_dim,)
         self.normalizer = Normalizer(lowdim, image_keys=tuple(config.image_keys))
+        if not config.obs_shapes:
+            raise ValueError(f"{type(self).__name__} needs at least one observed key in config.obs_shapes")
+        self.obs_encoder = ObsEncoder(config.obs_shapes, config.image_keys, config.n_obs_steps)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def check_obs(self, obs: Mapping[str, torch.Tensor]) -> int:
+        """Raise a clear error unless every observed key is (B, n_obs_steps, *shape) with one B; return B."""
+        cfg = self.config
+        batch = -1  # unknown until the first key
+        for key in sorted(cfg.obs_shapes):
+            if key not in obs:
+                raise KeyError(f"observation is missing key {key!r}; the policy observes {sorted(cfg.obs_shapes)}")
+            want = (cfg.n_obs_steps, *cfg.obs_shapes[key])
+            got = tuple(obs[key].shape)
+            if len(got) != len(want) + 1 or got[1:] != want:
+                raise ValueError(f"observation {key!r} must be (B, {', '.join(map(str, want))}) "
+                                 f"= (B, n_obs_steps, *shape), got {got}")
+            if batch >= 0 and got[0] != batch:
+                raise ValueError(f"observation {key!r} has batch size {got[0]}, other keys have {batch}")
+            batch = got[0]
+        return batch
+
+    def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Raw observations {key: (B, n_obs_steps, *shape)} -> condition vector (B, cond_dim)."""
+        self.check_obs(obs)
+        device = self.device
+        normed = {k: self.normalizer.normalize(k, obs[k].to(device=device, dtype=torch.float32))
+                  for k in self.obs_encoder.keys}
+        return self.obs_encoder(normed)
+
+    def encode_batch(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch -> (condition (B, cond_dim), normalized action chunk (B, horizon, action_dim))."""
+        cond = self.encode_obs(batch["obs"])
+        action: torch.Tensor = batch["action"]
+        want = (cond.shape[0], self.config.horizon, self.config.action_dim)
+        if tuple(action.shape) != want:
+            raise ValueError(f"action must be (B, horizon, action_dim) = {want}, got {tuple(action.shape)}")
+        return cond, self.normalizer.normalize("action", action.to(device=cond.device, dtype=torch.float32))
+
     @abc.abstractmethod
-    def loss(self, batch: Mapping[str, object]) -> torch.Tensor:
+    def loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """Training loss for a batch {"obs": {key: (B, To, ...)}, "action": (B, H, A)}."""
 
     @abc.abstractmethod

@@ -6,7 +6,6 @@ and `sample` accepts the starting noise, so guidance and steering can intervene 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -54,34 +53,12 @@ class DiffusionConfig(PolicyConfig):
                              f"[1, num_train_timesteps={self.num_train_timesteps}]")
 
 
-class LowDimObsEncoder(nn.Module):
-    """Normalized low-dim history -> one condition vector: each key (sorted) flattened over time, concatenated.
-
-    An image encoder would sit beside this one and contribute its features to the same vector.
-    """
-
-    def __init__(self, obs_shapes: Mapping[str, list[int]], image_keys: list[str], n_obs_steps: int):
-        super().__init__()
-        if image_keys:
-            raise ValueError(f"image observations need an image encoder; not available for this head yet "
-                             f"(image_keys={list(image_keys)})")
-        self.keys = sorted(obs_shapes)
-        self.out_dim = n_obs_steps * sum(math.prod(obs_shapes[k]) for k in self.keys)
-
-    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """`obs`: already normalized {key: (B, n_obs_steps, *shape)} -> (B, out_dim)."""
-        return torch.cat([obs[k].reshape(obs[k].shape[0], -1) for k in self.keys], dim=-1)
-
-
 class DiffusionPolicy(Policy):
     config_class = DiffusionConfig
     config: DiffusionConfig
 
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
-        if not config.obs_shapes:
-            raise ValueError("DiffusionPolicy needs at least one observed key in config.obs_shapes to condition on")
-        self.obs_encoder = LowDimObsEncoder(config.obs_shapes, config.image_keys, config.n_obs_steps)
         self.unet = ConditionalUnet1D(
             action_dim=config.action_dim, global_cond_dim=self.obs_encoder.out_dim, down_dims=config.down_dims,
             kernel_size=config.kernel_size, n_groups=config.n_groups,
@@ -94,44 +71,12 @@ class DiffusionPolicy(Policy):
             "ddim": DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common),
         }
 
-    # ----- observations -----
-
-    def _check_obs(self, obs: Mapping[str, torch.Tensor]) -> int:
-        """Raise a clear error unless every observed key is (B, n_obs_steps, *shape) with one B; return B."""
-        cfg = self.config
-        batch = -1  # unknown until the first key
-        for key in sorted(cfg.obs_shapes):
-            if key not in obs:
-                raise KeyError(f"observation is missing key {key!r}; the policy observes {sorted(cfg.obs_shapes)}")
-            want = (cfg.n_obs_steps, *cfg.obs_shapes[key])
-            got = tuple(obs[key].shape)
-            if len(got) != len(want) + 1 or got[1:] != want:
-                raise ValueError(f"observation {key!r} must be (B, {', '.join(map(str, want))}) "
-                                 f"= (B, n_obs_steps, *shape), got {got}")
-            if batch >= 0 and got[0] != batch:
-                raise ValueError(f"observation {key!r} has batch size {got[0]}, other keys have {batch}")
-            batch = got[0]
-        return batch
-
-    def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Raw observations {key: (B, n_obs_steps, *shape)} -> global condition (B, cond_dim)."""
-        self._check_obs(obs)
-        device = self.device
-        normed = {k: self.normalizer.normalize(k, obs[k].to(device=device, dtype=torch.float32))
-                  for k in self.obs_encoder.keys}
-        return self.obs_encoder(normed)
-
     # ----- training -----
 
     def loss(self, batch: Mapping[str, object]) -> torch.Tensor:
         cfg = self.config
-        obs, action = batch["obs"], batch["action"]
-        b = self._check_obs(obs)
-        want = (b, cfg.horizon, cfg.action_dim)
-        if tuple(action.shape) != want:
-            raise ValueError(f"action must be (B, horizon, action_dim) = {want}, got {tuple(action.shape)}")
-        cond = self.encode_obs(obs)
-        clean = self.normalizer.normalize("action", action.to(device=cond.device, dtype=torch.float32))
+        cond, clean = self.encode_batch(batch)
+        b = clean.shape[0]
         noise = torch.randn_like(clean)
         t = torch.randint(0, cfg.num_train_timesteps, (b,), device=clean.device)
         noisy = self.schedulers["ddpm"].add_noise(clean, noise, t)

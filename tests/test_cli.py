@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from robolearn.cli import compose, main
+from robolearn.policies.checkpoint import save_policy
+from robolearn.task import TaskConfig
+from tests.helpers import synthetic_pusht_store, tiny_diffusion
+
+
+def test_eval_json_prints_one_object_with_the_metrics(tmp_path, capsys):
+    save_policy(tiny_diffusion(), tmp_path / "ckpt", task=TaskConfig())
+    assert main(["eval", str(tmp_path / "ckpt"), "--episodes", "2", "--n-envs", "2", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    report = json.loads(out[0])
+    assert report["n_episodes"] == 2 and report["task"] == "pusht"
+    assert 0.0 <= report["success_rate"] <= 1.0 and 0.0 <= report["score_mean"] <= 1.0
+    assert report["inference_ms_per_chunk"] > 0
+
+
+def test_convert_exports_and_reimports_exactly(tmp_path, capsys):
+    store = synthetic_pusht_store(tmp_path / "a.zarr")
+    assert main(["convert", str(tmp_path / "a.zarr"), str(tmp_path / "dp.zarr"), "--to", "diffusion_policy"]) == 0
+    assert main(["convert", str(tmp_path / "dp.zarr"), str(tmp_path / "b.zarr"), "--task", "pusht"]) == 0
+    from robolearn.data.store import EpisodeStore
+
+    back = EpisodeStore.open(tmp_path / "b.zarr")
+    assert np.array_equal(back.episode_ends, store.episode_ends)
+    assert all(np.array_equal(back.read(k), store.read(k)) for k in store.keys)
+    assert main(["info", str(tmp_path / "b.zarr")]) == 0
+    assert "6 episodes, 240 steps" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nowhere.zarr")]) == 2
+    assert "no episode store" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nockpt")]) == 2
+    assert "no policy checkpoint" in capsys.readouterr().err
+
+
+def test_hydra_configs_compose_into_a_run_config():
+    from robolearn.train import RunConfig
+
+    raw = compose("train", ["train.steps=7", "policy.horizon=8", "policy.n_action_steps=4"])
+    assert raw["policy_class"] == "robolearn.policies.diffusion:DiffusionPolicy"
+    assert raw["out_dir"] == "runs/pusht_diffusion"
+    run = RunConfig.from_dict(raw)
+    assert run.train.steps == 7 and run.policy["horizon"] == 8 and run.task.obs_keys == ["state"]
+    demo = compose("demo", [])
+    assert demo["policy"]["down_dims"] == [64, 128, 256] and demo["train"]["final_eval_episodes"] == 50
+    with pytest.raises(Exception, match="nonexistent"):
+        compose("train", ["task=nonexistent"])
