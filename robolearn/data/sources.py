@@ -38,9 +38,10 @@ def find_source(task: TaskConfig, path: str | os.PathLike | None = None) -> Path
             raise FileNotFoundError(f"dataset path {path} does not exist")
         return path
     for folder in search_dirs():
-        candidate = folder / task.dataset
-        if candidate.exists():
-            return candidate
+        # archives often unpack into a subfolder (pusht.zip holds pusht/pusht_cchi_v7_replay.zarr)
+        for candidate in (folder / task.dataset, *sorted(folder.glob(f"*/{task.dataset}"))):
+            if candidate.exists():
+                return candidate
     return None
 
 

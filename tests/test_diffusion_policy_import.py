@@ -1,0 +1,205 @@
+"""diffusion_policy replay buffers <-> EpisodeStore: the real Push-T release imports exactly (float images become
+uint8 only when that is lossless), exports round-trip, and malformed buffers are refused with clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from robolearn.data.formats.diffusion_policy import export_diffusion_policy, import_diffusion_policy
+from robolearn.data.store import EpisodeStore, StoreFormatError
+
+PUSHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pusht_cchi_v7_replay.zarr"
+PUSHT_KEYS = ["action", "img", "keypoint", "n_contacts", "state"]
+BLOCK = 4096  # compare in blocks: the float32 source images alone are 2.8 GB
+
+needs_pusht = pytest.mark.skipif(not PUSHT.exists(), reason=f"Push-T replay buffer not found at {PUSHT} "
+                                                            f"(expected in ../shared/data next to the project)")
+
+
+@pytest.fixture(scope="session")
+def pusht_source():
+    if not PUSHT.exists():
+        pytest.skip(f"Push-T replay buffer not found at {PUSHT}")
+    return zarr.open_group(store=zarr.storage.LocalStore(PUSHT, read_only=True), mode="r")
+
+
+@pytest.fixture(scope="session")
+def pusht_store(pusht_source, tmp_path_factory):
+    """The whole Push-T release imported once per session (~20 s)."""
+    dest = tmp_path_factory.mktemp("pusht") / "pusht.zarr"
+    import_diffusion_policy(PUSHT, dest, task="pusht", fps=10, progress=False)
+    return EpisodeStore.open(dest)
+
+
+def assert_same_blocks(a, b, n: int, key: str) -> None:
+    for start in range(0, n, BLOCK):
+        x, y = np.asarray(a[start:start + BLOCK]), np.asarray(b[start:start + BLOCK])
+        assert x.shape == y.shape, key
+        assert np.array_equal(x, y), f"{key} differs in steps {start}..{start + BLOCK}"
+
+
+# ---------------------------------------------------------------------------------------------- real Push-T
+@needs_pusht
+def test_pusht_import_keeps_episodes(pusht_store, pusht_source):
+    store = pusht_store
+    assert store.n_episodes == 206
+    assert store.n_steps == 25650
+    src_ends = pusht_source["meta/episode_ends"][:]
+    assert np.array_equal(store.episode_ends, src_ends)
+    assert sorted(store.keys) == PUSHT_KEYS
+    assert store.task == "pusht" and store.fps == 10
+    assert store.attrs["format"] == "diffusion_policy" and store.attrs["imported_from"] == str(PUSHT.resolve())
+    assert store.episode_meta(0) == {"length": int(src_ends[0]), "source": f"diffusion_policy:{PUSHT.name}",
+                                     "source_episode": 0}
+    assert store.episode_meta(205)["source_episode"] == 205
+    assert store.episode_lengths.min() > 0 and store.episode_lengths.sum() == 25650
+
+
+@needs_pusht
+def test_pusht_import_is_exact(pusht_store, pusht_source):
+    store = pusht_store
+    specs = store.specs
+    assert specs["img"].dtype == "uint8" and specs["img"].shape == (96, 96, 3) and specs["img"].is_image
+    assert store.array("img").dtype == np.uint8  # stored as uint8 on disk, not just converted on read
+    for key in ("action", "state", "keypoint", "n_contacts"):
+        src = pusht_source["data"][key]
+        assert specs[key].dtype == "float32" and specs[key].shape == src.shape[1:], key
+        assert_same_blocks(src, store.array(key), 25650, key)
+    # images: the uint8 values equal the float32 source values (which are all integers 0..255)
+    src = pusht_source["data/img"]
+    assert src.dtype == np.float32 and src.shape == (25650, 96, 96, 3)
+    for start in range(0, 25650, BLOCK):
+        x = src[start:start + BLOCK]
+        y = store.read("img", start, start + BLOCK)
+        assert y.dtype == np.uint8
+        assert np.array_equal(y.astype(np.float32), x), f"img differs in steps {start}..{start + BLOCK}"
+    # and an episode read through the store API is the source slice
+    begin, end = store.episode_bounds(100)
+    assert np.array_equal(store.episode(100)["keypoint"], pusht_source["data/keypoint"][begin:end])
+
+
+@needs_pusht
+def test_pusht_export_round_trip(pusht_store, tmp_path):
+    store = pusht_store
+    out = export_diffusion_policy(store, tmp_path / "export.zarr")
+    assert out == tmp_path / "export.zarr"
+    group = zarr.open_group(out, mode="r")
+    assert group.metadata.zarr_format == 2  # diffusion_policy reads zarr v2
+    assert (out / ".zgroup").exists() and (out / "data" / "img" / ".zarray").exists()
+    assert np.array_equal(group["meta/episode_ends"][:], store.episode_ends)
+    assert group["meta/episode_ends"].dtype == np.int64
+    for key in PUSHT_KEYS:
+        assert group["data"][key].dtype == store.array(key).dtype, key
+        assert_same_blocks(store.array(key), group["data"][key], store.n_steps, key)
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        export_diffusion_policy(store, out)
+
+    # export -> re-import round trip, on the first 12 real episodes (all keys, uint8 images included)
+    part = EpisodeStore.create(tmp_path / "part.zarr")
+    part.append_episodes((store.episode(i), {}) for i in range(12))
+    export_diffusion_policy(part, tmp_path / "part_export.zarr")
+    again = import_diffusion_policy(tmp_path / "part_export.zarr", tmp_path / "again.zarr", progress=False)
+    assert np.array_equal(again.episode_ends, store.episode_ends[:12])
+    assert again.specs == store.specs
+    for i in range(12):
+        got, want = again.episode(i), store.episode(i)
+        for key in PUSHT_KEYS:
+            assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), (i, key)
+
+
+# ---------------------------------------------------------------------------------------------- synthetic buffers
+def write_dp(path: Path, data: dict[str, np.ndarray], ends, *, meta: bool = True, zarr_format: int = 2) -> Path:
+    group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    g = group.require_group("data")
+    for key, value in data.items():
+        g.create_array(key, shape=value.shape, dtype=value.dtype)[...] = value
+    if meta:
+        m = group.require_group("meta")
+        m.create_array("episode_ends", shape=(len(ends),), dtype=np.int64)[...] = np.asarray(ends, np.int64)
+    return path
+
+
+def synthetic(n: int = 10, float_img: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(n, 16, 16, 3)).astype(np.float32 if float_img else np.uint8)
+    return {"action": rng.normal(size=(n, 2)).astype(np.float32), "img": img,
+            "count": np.arange(n, dtype=np.int32)}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_synthetic_import_is_exact(tmp_path, zarr_format):
+    data = synthetic()
+    src = write_dp(tmp_path / "dp.zarr", data, [3, 4, 10], zarr_format=zarr_format)
+    store = import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert store.episode_lengths.tolist() == [3, 1, 6]
+    assert store.specs["img"].dtype == "uint8" and store.specs["count"].dtype == "int32"
+    assert np.array_equal(store.read("img").astype(np.float32), data["img"])
+    assert np.array_equal(store.read("action"), data["action"]) and np.array_equal(store.read("count"), data["count"])
+
+
+def test_keys_and_rename(tmp_path):
+    data = synthetic()
+    src = write_dp(tmp_path / "dp.zarr", data, [5, 10])
+    store = import_diffusion_policy(src, tmp_path / "s.zarr", keys=["img", "action"],
+                                    rename={"img": "camera"}, progress=False)
+    assert sorted(store.keys) == ["action", "camera"]
+    assert np.array_equal(store.read("camera"), data["img"].astype(np.uint8))
+    with pytest.raises(KeyError, match=r"data/ has no arrays \['wrist'\]; it has \['action', 'count', 'img'\]"):
+        import_diffusion_policy(src, tmp_path / "t.zarr", keys=["action", "wrist"], progress=False)
+
+
+def test_keep_dtypes_keeps_float_images(tmp_path):
+    data = synthetic()
+    data["img"][0, 0, 0, 0] = 0.5  # would not survive uint8
+    src = write_dp(tmp_path / "dp.zarr", data, [4, 10])
+    store = import_diffusion_policy(src, tmp_path / "s.zarr", keep_dtypes=True, progress=False)
+    assert store.specs["img"].dtype == "float32" and store.array("img").dtype == np.float32
+    assert np.array_equal(store.read("img"), data["img"])
+
+
+@pytest.mark.parametrize("ends,message", [
+    ([4, 4, 10], r"episode 1 is empty or episode_ends is not increasing \(ends\[1\] = 4\)"),
+    ([6, 3, 10], r"episode 1 is empty or episode_ends is not increasing \(ends\[1\] = 3\)"),
+    ([0, 10], r"episode 0 is empty or episode_ends is not increasing \(ends\[0\] = 0\)"),
+    ([4, 8], r"data/\w+ has 10 steps but episode_ends ends at 8"),
+    ([4, 12], r"data/\w+ has 10 steps but episode_ends ends at 12"),
+    ([], r"meta/episode_ends must be a non-empty 1-D array, got shape \(0,\)"),
+])
+def test_bad_episode_ends(tmp_path, ends, message):
+    src = write_dp(tmp_path / "dp.zarr", synthetic(), ends)
+    with pytest.raises(StoreFormatError, match=message):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert not (tmp_path / "s.zarr").exists()  # refused before anything was created
+
+
+def test_missing_meta_group(tmp_path):
+    src = write_dp(tmp_path / "dp.zarr", synthetic(), [10], meta=False)
+    with pytest.raises(StoreFormatError, match="is not a diffusion_policy replay buffer: expected groups data/ "
+                                               "and meta/ with meta/episode_ends"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no diffusion_policy dataset at .*nothing.zarr"):
+        import_diffusion_policy(tmp_path / "nothing.zarr", tmp_path / "s.zarr", progress=False)
+
+
+@pytest.mark.parametrize("bad", [127.5, -1.0, 256.0])
+def test_float_image_that_is_not_uint8_is_refused(tmp_path, bad):
+    data = synthetic()
+    data["img"][7, 3, 2, 1] = bad
+    src = write_dp(tmp_path / "dp.zarr", data, [4, 10])
+    with pytest.raises(ValueError, match="image key 'img' has values that are not integers in 0..255; "
+                                         "import it without conversion with keep_dtypes=True"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+
+
+def test_import_does_not_overwrite_existing_store(tmp_path):
+    src = write_dp(tmp_path / "dp.zarr", synthetic(), [10])
+    import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert import_diffusion_policy(src, tmp_path / "s.zarr", overwrite=True, progress=False).n_episodes == 1

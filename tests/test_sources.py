@@ -1,0 +1,82 @@
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from robolearn.data import sources
+from robolearn.data.store import EpisodeStore
+from robolearn.task import TaskConfig
+
+
+@pytest.fixture()
+def isolated(tmp_path, monkeypatch):
+    """A project root with empty datasets/ and shared/data/ so the real data is not found by accident."""
+    root = tmp_path / "project"
+    (root / "datasets").mkdir(parents=True)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    monkeypatch.setattr(sources, "project_root", lambda: root)
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    return tmp_path
+
+
+def _dp_store(path, n_episodes=3, length=12):
+    import zarr
+
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    state = np.arange(n_episodes * length * 5, dtype=np.float32).reshape(-1, 5)
+    group.require_group("data").create_array("state", shape=state.shape, dtype=state.dtype)[:] = state
+    group["data"].create_array("action", shape=(len(state), 2), dtype=np.float32)[:] = state[:, :2]
+    ends = group.require_group("meta").create_array("episode_ends", shape=(n_episodes,), dtype=np.int64)
+    ends[:] = np.arange(1, n_episodes + 1) * length
+    return state
+
+
+def test_foreign_dataset_in_shared_is_imported_once_and_reused(isolated):
+    state = _dp_store(isolated / "shared" / "data" / "pusht_cchi_v7_replay.zarr")
+    store = sources.open_task_store(TaskConfig(), progress=False)
+    assert store.path == isolated / "project" / "datasets" / "pusht.episodes.zarr"
+    assert np.array_equal(store.read("state"), state) and store.n_episodes == 3 and store.fps == 10
+    again = sources.open_task_store(TaskConfig(), progress=False)  # no second import
+    assert again.path == store.path and again.n_episodes == 3
+
+
+def test_environment_variable_folder_is_searched_first(isolated, monkeypatch):
+    data = isolated / "mydata"
+    EpisodeStore.create(data / "pusht_cchi_v7_replay.zarr").append_episode(
+        {"state": np.ones((20, 5), np.float32), "action": np.ones((20, 2), np.float32)})
+    monkeypatch.setenv(sources.ENV_VAR, str(data))
+    assert sources.open_task_store(TaskConfig(), allow_download=False).n_steps == 20
+
+
+def test_missing_dataset_says_where_to_put_it(isolated):
+    with pytest.raises(FileNotFoundError) as info:
+        sources.open_task_store(TaskConfig(), allow_download=False)
+    message = str(info.value)
+    assert "pusht_cchi_v7_replay.zarr" in message and str(isolated / "shared" / "data") in message
+    assert "ROBOLEARN_DATA" in message and "diffusion-policy.cs.columbia.edu" in message
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        sources.open_task_store(TaskConfig(), path=isolated / "nope.zarr")
+
+
+def test_failed_download_is_reported_with_the_reason(isolated):
+    task = TaskConfig(dataset_url="http://127.0.0.1:9/pusht.zip")  # port 9 (discard): connection refused
+    with pytest.raises(FileNotFoundError, match="Download failed"):
+        sources.open_task_store(task)
+
+
+def test_download_unpacks_into_a_subfolder_and_is_found(isolated, tmp_path):
+    import shutil
+
+    served = tmp_path / "served"
+    _dp_store(served / "pusht" / "pusht_cchi_v7_replay.zarr")
+    shutil.make_archive(str(tmp_path / "www" / "pusht"), "zip", served)
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        task = TaskConfig(dataset_url=f"http://127.0.0.1:{server.server_port}/pusht.zip")
+        store = sources.open_task_store(task, progress=False)
+    finally:
+        server.shutdown()
+    assert store.n_episodes == 3
