@@ -26,6 +26,11 @@ class PolicyRunner:
         self._next = 0
         self.n_inferences = 0
 
+    @property
+    def history(self) -> dict[str, np.ndarray]:
+        """Each observed key's last `n_obs_steps` frames per env: (n_envs, n_obs_steps, *shape)."""
+        return self._history
+
     def reset(self, observations: Sequence[Mapping[str, np.ndarray]]) -> None:
         """Start new episodes from their first observations (one per env)."""
         for key in self.keys:
