@@ -195,6 +195,7 @@ def test_float_image_that_is_not_uint8_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="image key 'img' has values that are not integers in 0..255; "
                                          "import it without conversion with keep_dtypes=True"):
         import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert not (tmp_path / "s.zarr").exists()  # no half-imported store is left behind
 
 
 def test_import_does_not_overwrite_existing_store(tmp_path):

@@ -246,8 +246,13 @@ def test_open_folder_that_is_not_a_store(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "cat.jpg").write_bytes(b"\xff\xd8not really")
-    with pytest.raises(StoreFormatError, match="is not a zarr group"):
+    with pytest.raises(StoreFormatError, match="photos is not a zarr group"):
         EpisodeStore.open(folder)
+    with pytest.raises(StoreFormatError, match="photos is not a zarr group"):
+        EpisodeStore.open(folder, mode="a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreFormatError, match="empty is not a zarr group"):
+        EpisodeStore.open(tmp_path / "empty")
     assert issubclass(StoreFormatError, ValueError)
 
 
@@ -342,6 +347,7 @@ def test_non_finite_metadata_is_refused_and_nothing_committed(store):
     with pytest.raises(ValueError, match="metadata 'score' is nan"):
         store.append_episode(good(), score=float("nan"))
     assert store.n_episodes == 1 and store.n_steps == 4
+    assert store.array("state").shape[0] == 4  # refused before any row was written
     assert store.append_episode(good(2), score=np.float32(0.5)) == 1  # numpy scalars become plain JSON values
     assert EpisodeStore.open(store.path).episode_meta(1) == {"length": 2, "score": 0.5}
 
@@ -377,3 +383,17 @@ def test_stats_of_empty_store(tmp_path):
     assert store.keys == ["state", "img"]
     with pytest.raises(ValueError, match="has no episodes; statistics of 'state' are undefined"):
         store.stats("state")
+
+
+def test_interrupted_handle_refuses_to_append_until_reopened(store):
+    def interrupted_episodes():
+        yield good(), {}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.append_episodes(interrupted_episodes(), commit_every=5)
+    assert store.n_episodes == 1  # the uncommitted episode is invisible
+    with pytest.raises(RuntimeError, match="reopen the store"):
+        store.append_episode(good())
+    reopened = EpisodeStore.open(store.path, mode="a")
+    assert reopened.append_episode(good(3)) == 1 and reopened.episode_lengths.tolist() == [4, 3]

@@ -65,6 +65,7 @@ class EpisodeStore:
         self._root = root
         self.path = path
         self.writable = writable
+        self._interrupted = False
         self._record: dict[str, Any] = dict(root.attrs["robolearn"])
         self._ends = np.cumsum([ep["length"] for ep in self._record["episodes"]], dtype=np.int64)
 
@@ -208,25 +209,35 @@ class EpisodeStore:
         """Append (data, meta) pairs, committing every `commit_every` episodes (bulk imports use more)."""
         if not self.writable:
             raise PermissionError(f"{self.path} is open read-only; open it with mode='a' to append")
+        if self._interrupted:
+            raise RuntimeError(f"an earlier append to {self.path} was interrupted; its writes may still be "
+                               f"landing, so reopen the store (EpisodeStore.open(path, 'a')) to append again")
         indices: list[int] = []
         pending: list[dict[str, Any]] = []
         written = self.n_steps
-        for data, meta in episodes:
-            arrays = self._validate(data)
-            length = len(next(iter(arrays.values())))
-            for key, value in arrays.items():
-                arr = self._root["data"][key]
-                if arr.shape[0] != written + length:
-                    arr.resize((written + length, *arr.shape[1:]))
-                arr[written:written + length] = value
-            written += length
-            pending.append(_episode_record(length, meta))
-            indices.append(self.n_episodes + len(pending) - 1)
-            if len(pending) >= commit_every:
+        try:
+            for data, meta in episodes:
+                arrays = self._validate(data)
+                length = len(next(iter(arrays.values())))
+                record = _episode_record(length, meta)  # checked before any row is written
+                for key, value in arrays.items():
+                    arr = self._root["data"][key]
+                    if arr.shape[0] != written + length:
+                        arr.resize((written + length, *arr.shape[1:]))
+                    arr[written:written + length] = value
+                written += length
+                pending.append(record)
+                indices.append(self.n_episodes + len(pending) - 1)
+                if len(pending) >= commit_every:
+                    self._commit(pending)
+                    pending = []
+            if pending:
                 self._commit(pending)
-                pending = []
-        if pending:
-            self._commit(pending)
+        except (KeyboardInterrupt, SystemExit):
+            # zarr finishes I/O in a background thread: a late chunk write could land on the rows the next
+            # append reuses, so this handle stops appending. Committed episodes are untouched either way.
+            self._interrupted = True
+            raise
         return indices
 
     def set_attrs(self, **attrs: Any) -> None:

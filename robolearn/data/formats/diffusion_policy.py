@@ -7,6 +7,7 @@ rounded; other dtypes are kept as they are.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -79,7 +80,11 @@ def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, 
 
     out = EpisodeStore.create(dest, fps=fps, task=task, overwrite=overwrite,
                               attrs={"imported_from": str(source.resolve()), "format": "diffusion_policy"})
-    out.append_episodes(episodes(), commit_every=32)
+    try:
+        out.append_episodes(episodes(), commit_every=32)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # a half-imported copy is worse than none: the source is intact
+        raise
     return out
 
 
