@@ -49,16 +49,30 @@ def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> in
     return 0
 
 
+def with_overrides(config: Any, assignments: Sequence[str]) -> Any:
+    """Inference-time settings (`scheduler=ddpm`, `num_inference_steps=4`, ...) applied to a policy config."""
+    import dataclasses
+
+    import yaml
+
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set expects FIELD=VALUE with a field of {type(config).__name__} "
+                             f"({', '.join(sorted(fields))}); got {item!r}")
+        changes[key] = yaml.safe_load(value)
+    return dataclasses.replace(config, **changes)  # re-runs the config's own validation
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from robolearn.eval.rollout import evaluate, format_report
     from robolearn.policies.checkpoint import load_policy, load_task
 
     policy = load_policy(args.checkpoint, device=args.device if args.device != "auto" else None)
     task = load_task(args.checkpoint)
-    if args.sampler:
-        policy.config.scheduler = args.sampler
-    if args.sampler_steps:
-        policy.config.num_inference_steps = args.sampler_steps
+    policy.config = with_overrides(policy.config, args.set)
     report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
                       video_path=args.video, video_episodes=args.video_episodes, progress=not args.json)
     if args.json:
@@ -111,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (episode i: seed + i)")
     p.add_argument("--n-envs", type=int, default=50, help="envs stepped together, one batched policy call")
     p.add_argument("--device", default="auto")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], help="diffusion sampler override")
-    p.add_argument("--sampler-steps", type=int, help="denoising steps override")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "
+                        "num_inference_steps=4, integrator=midpoint (repeatable)")
     p.add_argument("--video", type=Path, help="write a video of the first episodes here (.mp4)")
     p.add_argument("--video-episodes", type=int, default=4)
     p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")

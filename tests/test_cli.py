@@ -52,3 +52,15 @@ def test_hydra_configs_compose_into_a_run_config():
     assert demo["policy"]["down_dims"] == [64, 128, 256] and demo["train"]["final_eval_episodes"] == 50
     with pytest.raises(Exception, match="nonexistent"):
         compose("train", ["task=nonexistent"])
+
+
+def test_eval_overrides_change_inference_settings_and_are_validated():
+    from robolearn.cli import with_overrides
+
+    config = tiny_diffusion().config
+    changed = with_overrides(config, ["scheduler=ddpm", "num_inference_steps=5"])
+    assert changed.scheduler == "ddpm" and changed.num_inference_steps == 5 and config.scheduler == "ddim"
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        with_overrides(config, ["integrator=midpoint"])
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        with_overrides(config, ["scheduler=euler"])

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from robolearn.eval.statistics import mean_interval, summarize_episodes, wilson_interval
+from robolearn.eval.statistics import mean_interval, wilson_interval
 
 
 def test_wilson_half_successes():
@@ -56,17 +56,3 @@ def test_t_interval_degenerate_inputs():
         mean_interval([])
     with pytest.raises(ValueError, match="non-finite"):
         mean_interval([0.1, float("nan")])
-
-
-def test_summarize_episodes():
-    summary = summarize_episodes([1.0, 0.5, 0.96, 0.2], [True, False, True, False])
-    assert summary["n_episodes"] == 4
-    assert summary["success_rate"] == 0.5
-    assert (summary["success_rate_low"], summary["success_rate_high"]) == pytest.approx(wilson_interval(2, 4))
-    mean, low, high = mean_interval([1.0, 0.5, 0.96, 0.2])
-    assert summary["mean_max_coverage"] == pytest.approx(mean)
-    assert (summary["mean_max_coverage_low"], summary["mean_max_coverage_high"]) == pytest.approx((low, high))
-    with pytest.raises(ValueError, match="coverages"):
-        summarize_episodes([0.1, 0.2], [True])
-    with pytest.raises(ValueError, match="at least one episode"):
-        summarize_episodes([], [])

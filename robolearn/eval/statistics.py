@@ -52,26 +52,3 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     half = float(student_t.ppf(0.5 + confidence / 2.0, df=x.size - 1)) * sem
     return mean, mean - half, mean + half
 
-
-def summarize_episodes(
-    max_coverages: Sequence[float], successes: Sequence[bool], confidence: float = 0.95
-) -> dict[str, float | int]:
-    """The Push-T style report: mean max coverage (t interval) and success rate (Wilson interval)."""
-    if len(max_coverages) != len(successes):
-        raise ValueError(f"got {len(max_coverages)} coverages but {len(successes)} success flags")
-    if len(successes) == 0:
-        raise ValueError("summarize_episodes needs at least one episode")
-    n = len(successes)
-    k = int(sum(bool(s) for s in successes))
-    mean, mean_low, mean_high = mean_interval(max_coverages, confidence)
-    rate_low, rate_high = wilson_interval(k, n, confidence)
-    return {
-        "n_episodes": n,
-        "confidence": confidence,
-        "mean_max_coverage": mean,
-        "mean_max_coverage_low": mean_low,
-        "mean_max_coverage_high": mean_high,
-        "success_rate": k / n,
-        "success_rate_low": rate_low,
-        "success_rate_high": rate_high,
-    }

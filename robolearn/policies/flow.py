@@ -153,7 +153,7 @@ class FlowMatchingPolicy(Policy):
         noise = torch.randn_like(action)
         t = self.sample_time(b)
         d = torch.zeros(b, device=action.device)  # 0: flow-matching rows at the finest level
-        m = int(round(b * cfg.shortcut_fraction)) if cfg.shortcut else 0  # the first m rows are shortcut rows
+        m = round(b * cfg.shortcut_fraction) if cfg.shortcut else 0  # the first m rows are shortcut rows
         if m:
             # Step 2 ** -k with k < max_level, so its half-step is at most the finest level; t lies on the grid
             # of multiples of the step, as at inference, which also keeps t + d <= 1.

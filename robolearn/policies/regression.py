@@ -7,6 +7,7 @@ exactly the failure the diffusion, flow and energy heads exist to avoid.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ class RegressionPolicy(Policy):
         act = _ACTIVATIONS[config.activation]
         widths = [self.obs_encoder.out_dim, *config.hidden]
         layers: list[nn.Module] = []
-        for width_in, width_out in zip(widths[:-1], widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), act()]
         layers.append(nn.Linear(widths[-1], config.horizon * config.action_dim))
         self.net = nn.Sequential(*layers)

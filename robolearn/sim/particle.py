@@ -126,10 +126,17 @@ class ParticleEnv:
         self._needs_reset = True
 
 
-def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = None) -> list[dict[str, np.ndarray]]:
-    """Demonstrations that pick a goal 50/50 and command waypoints one max_step along the straight line to it.
+def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = None, noise: float = 0.0,
+                   lookahead: float = 0.5) -> list[dict[str, np.ndarray]]:
+    """Demonstrations that pick a goal 50/50 and go straight to it at full speed.
 
-    Each demo is {"state": (T, 2), "action": (T, 2)} float32, the state observed before each action.
+    The commanded target is the point `lookahead` ahead on the straight line (the goal itself when closer);
+    the env moves the agent max_step toward it. A lookahead well above max_step keeps the two modes' actions
+    far apart in action space, so the choice between them is a real decision rather than a small offset.
+
+    Each demo is {"state": (T, 2), "action": (T, 2)} float32, the state observed before each action. `noise` > 0
+    perturbs the executed target by Gaussian noise of that std while the recorded action stays the expert's
+    waypoint (DART-style), so the data also shows how to get back onto the line from slightly off it.
     """
     env = env or ParticleEnv()
     rng = np.random.default_rng(seed)
@@ -143,21 +150,22 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
             pos = obs["state"].astype(np.float64)
             delta = goal - pos
             dist = float(np.linalg.norm(delta))
-            action = goal if dist <= env.max_step else pos + delta * (env.max_step / dist)
+            action = goal if dist <= lookahead else pos + delta * (lookahead / dist)
             states.append(obs["state"])
             actions.append(action.astype(np.float32))
-            obs, _, done, _ = env.step(action)
+            executed = action + rng.normal(0.0, noise, size=2) if noise > 0 else action
+            obs, _, done, _ = env.step(executed)
         demos.append({"state": np.stack(states), "action": np.stack(actions)})
     return demos
 
 
-def make_particle_store(path: str | os.PathLike, n_episodes: int = 200, seed: int = 0,
+def make_particle_store(path: str | os.PathLike, n_episodes: int = 200, seed: int = 0, noise: float = 0.0,
                         overwrite: bool = False) -> EpisodeStore:
     """Write `scripted_demos` to a new EpisodeStore; each episode's metadata names the goal it went to."""
     env = ParticleEnv()
     store = EpisodeStore.create(path, fps=env.spec.control_hz, task="particle", overwrite=overwrite,
-                                attrs={"goals": env.goals.tolist(), "seed": seed})
-    for demo in scripted_demos(n_episodes, seed, env):
+                                attrs={"goals": env.goals.tolist(), "seed": seed, "noise": noise})
+    for demo in scripted_demos(n_episodes, seed, env, noise):
         goal = int(np.argmin(np.linalg.norm(env.goals - demo["action"][-1], axis=1)))
         store.append_episode(demo, source="scripted", goal=goal)
     return store

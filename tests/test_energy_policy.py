@@ -1,0 +1,247 @@
+"""Energy-based (implicit BC) head: InfoNCE training, both samplers on a known energy, determinism, scoring,
+checkpoints, and the reason the head exists: on a two-goal task it keeps both modes where MSE averages them."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robolearn.control.executor import PolicyRunner
+from robolearn.control.loop import ControlLoop
+from robolearn.data.windows import Windows, WindowSpec
+from robolearn.policies.base import Policy
+from robolearn.policies.checkpoint import load_policy, save_policy
+from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.regression import RegressionConfig, RegressionPolicy
+from robolearn.sim.particle import GOALS, ParticleEnv, make_particle_store, scripted_demos
+
+PARTICLE = dict(obs_shapes={"state": [2]}, action_dim=2, horizon=1, n_obs_steps=1, n_action_steps=1)
+SMALL = dict(hidden=[64, 64], n_negatives=63, dfo_samples=512)
+ROLLOUT_SEEDS = list(range(1000, 1030))
+
+
+def train(policy: Policy, windows: Windows, steps: int, lr: float = 3e-3, batch_size: int = 64,
+          seed: int = 0) -> list[float]:
+    """A plain Adam loop over shuffled windows; returns the loss of every step."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    losses: list[float] = []
+    policy.train()
+    while len(losses) < steps:
+        for batch in windows.batches(batch_size, rng):
+            loss = policy.loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+    return losses
+
+
+def fitted(policy: Policy, windows: Windows) -> Policy:
+    store = windows.store
+    policy.normalizer.fit({"state": store.stats("state"), "action": store.stats("action")})
+    return policy
+
+
+@pytest.fixture(scope="module")
+def particle_windows(tmp_path_factory) -> Windows:
+    # 100 demos, 47 to the right goal; noisy execution widens the states around both lines.
+    store = make_particle_store(tmp_path_factory.mktemp("particle") / "demos.zarr", n_episodes=100, seed=1,
+                                noise=0.05)
+    return Windows(store, WindowSpec(("state",), 1, 1, 1), cache="ram")
+
+
+@pytest.fixture(scope="module")
+def trained_energy(particle_windows) -> EnergyPolicy:
+    torch.manual_seed(0)
+    policy = fitted(EnergyPolicy(EnergyConfig(**PARTICLE, **SMALL)), particle_windows)
+    train(policy, particle_windows, steps=400)
+    return policy.eval()
+
+
+def rollout(policy: Policy, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Success rate and the goal index each episode reached (-1: none) over ROLLOUT_SEEDS."""
+    envs = [ParticleEnv() for _ in ROLLOUT_SEEDS]
+    runner = PolicyRunner(policy, generator=torch.Generator().manual_seed(seed))
+    results = ControlLoop(envs, runner).run(ROLLOUT_SEEDS)
+    return float(np.mean([r.success for r in results])), np.array([r.final_info["goal"] for r in results])
+
+
+# ----- config -----
+
+def test_config_round_trips_through_json_and_rejects_bad_values():
+    cfg = EnergyConfig(**PARTICLE, hidden=(32, 16), sampler="langevin")
+    again = EnergyConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and again.hidden == [32, 16]
+    with pytest.raises(ValueError, match="sampler"):
+        EnergyConfig(**PARTICLE, sampler="mcmc")
+    with pytest.raises(ValueError, match="activation"):
+        EnergyConfig(**PARTICLE, activation="tanh")
+
+
+# ----- (a) training -----
+
+def test_infonce_loss_falls_on_a_tiny_problem():
+    torch.manual_seed(0)
+    policy = EnergyPolicy(EnergyConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=2, n_obs_steps=1,
+                                       n_action_steps=1, hidden=[32, 32], n_negatives=31))
+    g = torch.Generator().manual_seed(1)
+    state = torch.rand(64, 1, 3, generator=g) * 2 - 1
+    action = (0.8 * state[:, :, :2]).expand(64, 2, 2).contiguous()  # the chunk follows from the state
+    batch = {"obs": {"state": state}, "action": action}
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(80):
+        loss = policy.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(np.log(32), rel=0.1)  # untrained: the positive is one of 32 alike
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+
+
+def test_gradient_penalty_adds_to_the_loss_and_trains():
+    torch.manual_seed(0)
+    cfg = dict(**PARTICLE, hidden=[32, 32], n_negatives=15)
+    plain, penalized = EnergyPolicy(EnergyConfig(**cfg)), EnergyPolicy(EnergyConfig(**cfg, grad_penalty=1.0,
+                                                                                   grad_margin=0.0))
+    penalized.load_state_dict(plain.state_dict())
+    batch = {"obs": {"state": torch.zeros(8, 1, 2)}, "action": torch.zeros(8, 1, 2)}
+    torch.manual_seed(1)
+    base = plain.loss(batch)
+    torch.manual_seed(1)
+    total = penalized.loss(batch)  # same negatives: the difference is the (positive) penalty
+    assert total.item() > base.item()
+    total.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in penalized.net.parameters())
+
+
+# ----- (b) samplers on a known energy -----
+
+class Bowl(nn.Module):
+    """E = scale * ||x - target||^2 on normalized chunks, ignoring the observation: a known minimizer."""
+
+    def __init__(self, target: torch.Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("target", target)
+        self.scale = scale
+
+    def cond_features(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond
+
+    def from_features(self, features: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        return self.scale * (chunks - self.target).square().flatten(2).sum(-1)
+
+    def forward(self, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.cond_features(cond), chunks)
+
+
+@pytest.mark.parametrize("sampler,tol", [("dfo", 0.06), ("langevin", 0.03)])
+def test_samplers_find_the_minimum_of_a_known_energy(sampler, tol):
+    policy = EnergyPolicy(EnergyConfig(obs_shapes={"state": [2]}, action_dim=2, horizon=2, n_obs_steps=1,
+                                       n_action_steps=1, hidden=[8], langevin_samples=32, langevin_steps=100))
+    policy.normalizer.fit({"state": {"min": np.zeros(2), "max": np.ones(2)},
+                           "action": {"min": np.array([0.0, -2.0]), "max": np.array([10.0, 2.0])}})
+    target = torch.tensor([[0.3, -0.5], [-0.6, 0.7]])  # normalized, inside the box
+    policy.net = Bowl(target, scale=20.0)
+    obs = {"state": torch.rand(3, 1, 2)}
+    best = policy.sample(obs, n=1, generator=torch.Generator().manual_seed(0), sampler=sampler)
+    want = policy.normalizer.unnormalize("action", target)  # raw units: [[6.5, -1.0], [2.0, 1.4]]
+    assert best.shape == (3, 1, 2, 2)
+    err = (policy.normalizer.normalize("action", best) - target).abs().max().item()
+    assert err < tol, (sampler, err, best[0, 0], want)
+
+
+# ----- (c) shapes and determinism -----
+
+@pytest.mark.parametrize("sampler", ["dfo", "langevin"])
+def test_sample_shapes_determinism_and_nfe(sampler):
+    torch.manual_seed(0)
+    cfg = EnergyConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=4, n_obs_steps=2, n_action_steps=2,
+                       hidden=[16], dfo_samples=64, langevin_samples=8, langevin_steps=10)
+    policy = EnergyPolicy(cfg).eval()
+    obs = {"state": torch.randn(5, 2, 3)}
+    for n in (1, 6):
+        a = policy.sample(obs, n=n, generator=torch.Generator().manual_seed(7), sampler=sampler)
+        b = policy.sample(obs, n=n, generator=torch.Generator().manual_seed(7), sampler=sampler)
+        assert a.shape == (5, n, 4, 2)
+        assert torch.equal(a, b)
+        assert a.abs().max() <= 1.0 + 1e-6  # the identity normalizer: samples stay in the action box
+    c = policy.sample(obs, n=6, generator=torch.Generator().manual_seed(8), sampler=sampler)
+    assert not torch.equal(a, c)
+    assert policy.act({"state": obs["state"].numpy()}).shape == (5, 2, 2)
+    want = 64 * (3 + 1) if sampler == "dfo" else 8 * (10 + 1)
+    assert policy.nfe(sampler) == want
+    with pytest.raises(ValueError, match="sampler"):
+        policy.sample(obs, sampler="annealing")
+
+
+# ----- (d) scoring, (e) checkpoints -----
+
+def test_energy_scores_demonstrated_actions_below_far_ones(trained_energy):
+    demos = scripted_demos(10, seed=123)
+    state = torch.from_numpy(np.concatenate([d["state"] for d in demos]))
+    good = torch.from_numpy(np.concatenate([d["action"] for d in demos]))
+    away = state + 0.15 * torch.tensor([0.0, -1.0])  # a full step straight down, away from both goals
+    opposite = torch.stack([-good[:, 0], good[:, 1]], dim=1)  # the mirror target: the other goal's direction
+    chunks = torch.stack([good, away, opposite], dim=1)[:, :, None]  # (B, 3, horizon=1, 2)
+    with torch.no_grad():
+        e = trained_energy.energy({"state": state[:, None]}, chunks)
+    assert e.shape == (len(state), 3)
+    assert (e[:, 0] < e[:, 1]).all()
+    off_centre = state[:, 0].abs() > 0.2  # once the agent has left the middle, its goal is no longer ambiguous
+    assert (e[off_centre, 0] < e[off_centre, 2]).float().mean() > 0.95
+    with pytest.raises(ValueError, match="chunks"):
+        trained_energy.energy({"state": state[:, None]}, chunks[:, :, 0])
+
+
+def test_checkpoint_round_trip_gives_identical_energies(trained_energy, tmp_path):
+    save_policy(trained_energy, tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt", device="cpu")
+    assert isinstance(loaded, EnergyPolicy) and loaded.config == trained_energy.config
+    obs = {"state": torch.rand(4, 1, 2)}
+    chunks = torch.rand(4, 9, 1, 2) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.energy(obs, chunks), trained_energy.energy(obs, chunks))
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(loaded.sample(obs, n=2, generator=g()), trained_energy.sample(obs, n=2, generator=g()))
+
+
+# ----- (f) multimodality -----
+
+def test_energy_policy_keeps_both_goals_where_mse_averages_them(trained_energy, particle_windows):
+    torch.manual_seed(0)
+    mse = fitted(RegressionPolicy(RegressionConfig(**PARTICLE, hidden=[64, 64])), particle_windows)
+    train(mse, particle_windows, steps=400)
+    mse.eval()
+
+    sampling = EnergyPolicy(dataclasses.replace(trained_energy.config, greedy=False))
+    sampling.load_state_dict(trained_energy.state_dict())
+    sampling.eval()
+    rates = {}
+    for name, policy in (("greedy", trained_energy), ("sampling", sampling), ("mse", mse)):
+        rates[name] = rollout(policy)
+    print({k: (rate, np.bincount(goals + 1, minlength=3).tolist()) for k, (rate, goals) in rates.items()})
+
+    for name in ("greedy", "sampling"):
+        rate, goals = rates[name]
+        assert rate >= 0.8, (name, rate, goals)
+        assert min((goals == 0).sum(), (goals == 1).sum()) >= 3, (name, goals)  # both goals, not one mode
+    assert rates["mse"][0] <= 0.2, rates["mse"]
+
+    # From the start the demonstrations go up-left or up-right, never straight up: MSE commands their mean.
+    start = {"state": torch.zeros(1, 1, 2)}
+    mse_step = mse.sample(start)[0, 0, 0]
+    energy_steps = sampling.sample(start, n=32, generator=torch.Generator().manual_seed(0))[0, :, 0]
+    assert abs(mse_step[0]) < 0.05 and mse_step[1] > 0, mse_step
+    assert (energy_steps[:, 0].abs() > 0.08).all(), energy_steps
+    assert (energy_steps[:, 0] < 0).any() and (energy_steps[:, 0] > 0).any()
+    assert GOALS[0][0] < 0 < GOALS[1][0]  # goal 0 is the left one, as the sign checks above assume
