@@ -74,6 +74,9 @@ def test_two_episode_pusht_evaluation_reports_metrics_and_video(tmp_path):
     assert report.score_mean == pytest.approx(np.mean(coverages))
     assert 0.0 <= report.success_low <= report.success_rate <= report.success_high <= 1.0
     assert report.score_low <= report.score_mean <= report.score_high
+    # Push-T's reward is clip(coverage / 0.95, 0, 1), so the max reward is Diffusion Policy's episode score
+    for e in report.episodes:
+        assert e["max_reward"] == pytest.approx(min(1.0, e["max_coverage"] / 0.95))
     assert (tmp_path / "eval.mp4").stat().st_size > 1000
     again = evaluate(go_to_block_policy(), TaskConfig(), n_episodes=2, n_envs=1, start_seed=10, progress=False)
     assert [e["max_coverage"] for e in again.episodes] == pytest.approx(coverages)

@@ -21,7 +21,7 @@ from robolearn.sim.particle import GOALS, ParticleEnv, make_particle_store, scri
 
 PARTICLE = dict(obs_shapes={"state": [2]}, action_dim=2, horizon=1, n_obs_steps=1, n_action_steps=1)
 SMALL = dict(hidden=[64, 64], n_negatives=63, dfo_samples=512)
-ROLLOUT_SEEDS = list(range(1000, 1030))
+ROLLOUT_SEEDS = list(range(1000, 1060))
 
 
 def train(policy: Policy, windows: Windows, steps: int, lr: float = 3e-3, batch_size: int = 64,
@@ -133,6 +133,7 @@ class Bowl(nn.Module):
         super().__init__()
         self.register_buffer("target", target)
         self.scale = scale
+        self.anchor = nn.Parameter(torch.zeros(()))  # Policy.device reads the first parameter
 
     def cond_features(self, cond: torch.Tensor) -> torch.Tensor:
         return cond
@@ -189,16 +190,17 @@ def test_sample_shapes_determinism_and_nfe(sampler):
 def test_energy_scores_demonstrated_actions_below_far_ones(trained_energy):
     demos = scripted_demos(10, seed=123)
     state = torch.from_numpy(np.concatenate([d["state"] for d in demos]))
-    good = torch.from_numpy(np.concatenate([d["action"] for d in demos]))
-    away = state + 0.15 * torch.tensor([0.0, -1.0])  # a full step straight down, away from both goals
-    opposite = torch.stack([-good[:, 0], good[:, 1]], dim=1)  # the mirror target: the other goal's direction
-    chunks = torch.stack([good, away, opposite], dim=1)[:, :, None]  # (B, 3, horizon=1, 2)
+    good = torch.from_numpy(np.concatenate([d["action"] for d in demos]))  # the goal each demo went to
+    down = torch.tensor([0.0, -1.0]).expand_as(good)  # far from both goals
+    middle = torch.tensor([0.0, GOALS[0][1]]).expand_as(good)  # the mean of the modes: what MSE commands
+    other = torch.stack([-good[:, 0], good[:, 1]], dim=1)  # the goal this demo did not choose
+    chunks = torch.stack([good, down, middle, other], dim=1)[:, :, None]  # (B, 4, horizon=1, 2)
     with torch.no_grad():
         e = trained_energy.energy({"state": state[:, None]}, chunks)
-    assert e.shape == (len(state), 3)
-    assert (e[:, 0] < e[:, 1]).all()
+    assert e.shape == (len(state), 4)
+    assert (e[:, 0] < e[:, 1]).all() and (e[:, 0] < e[:, 2]).all()
     off_centre = state[:, 0].abs() > 0.2  # once the agent has left the middle, its goal is no longer ambiguous
-    assert (e[off_centre, 0] < e[off_centre, 2]).float().mean() > 0.95
+    assert off_centre.sum() > 20 and (e[off_centre, 0] < e[off_centre, 3]).all()
     with pytest.raises(ValueError, match="chunks"):
         trained_energy.energy({"state": state[:, None]}, chunks[:, :, 0])
 
@@ -234,14 +236,15 @@ def test_energy_policy_keeps_both_goals_where_mse_averages_them(trained_energy, 
     for name in ("greedy", "sampling"):
         rate, goals = rates[name]
         assert rate >= 0.8, (name, rate, goals)
-        assert min((goals == 0).sum(), (goals == 1).sum()) >= 3, (name, goals)  # both goals, not one mode
+        assert min((goals == 0).mean(), (goals == 1).mean()) >= 0.1, (name, goals)  # both goals, not one mode
     assert rates["mse"][0] <= 0.2, rates["mse"]
 
-    # From the start the demonstrations go up-left or up-right, never straight up: MSE commands their mean.
+    # From the start the demonstrations command the left or the right goal, never the midpoint: MSE commands
+    # the mean of the two, the energy policy one goal or the other.
     start = {"state": torch.zeros(1, 1, 2)}
-    mse_step = mse.sample(start)[0, 0, 0]
-    energy_steps = sampling.sample(start, n=32, generator=torch.Generator().manual_seed(0))[0, :, 0]
-    assert abs(mse_step[0]) < 0.05 and mse_step[1] > 0, mse_step
-    assert (energy_steps[:, 0].abs() > 0.08).all(), energy_steps
-    assert (energy_steps[:, 0] < 0).any() and (energy_steps[:, 0] > 0).any()
+    mse_target = mse.sample(start)[0, 0, 0]
+    energy_targets = sampling.sample(start, n=32, generator=torch.Generator().manual_seed(0))[0, :, 0]
+    assert abs(mse_target[0]) < 0.3, mse_target
+    assert (energy_targets[:, 0].abs() > 0.8).all(), energy_targets
+    assert (energy_targets[:, 0] < 0).any() and (energy_targets[:, 0] > 0).any()
     assert GOALS[0][0] < 0 < GOALS[1][0]  # goal 0 is the left one, as the sign checks above assume

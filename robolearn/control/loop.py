@@ -19,6 +19,7 @@ class EpisodeResult:
     seed: int
     steps: int
     total_reward: float
+    max_reward: float  # Push-T's reward is clip(coverage / 0.95): its max is Diffusion Policy's episode score
     success: bool  # any step reported info["success"]
     final_info: dict[str, Any]
     frames: list[np.ndarray] = field(default_factory=list)
@@ -39,7 +40,7 @@ class ControlLoop:
             raise ValueError(f"got {len(seeds)} seeds for {len(self.envs)} envs")
         record = list(record) if record is not None else [False] * len(self.envs)
         obs = [env.reset(seed=int(s)) for env, s in zip(self.envs, seeds)]
-        results = [EpisodeResult(int(s), 0, 0.0, False, {}) for s in seeds]
+        results = [EpisodeResult(int(s), 0, 0.0, -np.inf, False, {}) for s in seeds]
         for i, env in enumerate(self.envs):
             if record[i]:
                 results[i].frames.append(env.render())
@@ -53,6 +54,7 @@ class ControlLoop:
                 obs[i] = o
                 res.steps += 1
                 res.total_reward += float(reward)
+                res.max_reward = max(res.max_reward, float(reward))
                 res.success = res.success or bool(info.get("success", False))
                 res.final_info = info
                 if record[i]:

@@ -37,6 +37,9 @@ class EvalReport:
     score_mean: float | None
     score_low: float | None
     score_high: float | None
+    max_reward_mean: float
+    max_reward_low: float
+    max_reward_high: float
     mean_steps: float
     wall_s: float
     inference_ms_per_chunk: float
@@ -96,6 +99,7 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     low, high = wilson_interval(k, len(results))
     scores = [float(r.final_info[task.score_key]) for r in results] if task.score_key else []
     s_mean, s_low, s_high = mean_interval(scores) if scores else (None, None, None)
+    r_mean, r_low, r_high = mean_interval([r.max_reward for r in results])
     video = None
     if video_path is not None and video_episodes > 0:
         frames = tile_frames([r.frames for r in results[:video_episodes]])
@@ -104,9 +108,10 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         task=task.name, n_episodes=len(results), start_seed=start_seed,
         success_rate=k / len(results), success_low=low, success_high=high,
         score_key=task.score_key, score_mean=s_mean, score_low=s_low, score_high=s_high,
+        max_reward_mean=r_mean, max_reward_low=r_low, max_reward_high=r_high,
         mean_steps=float(np.mean([r.steps for r in results])), wall_s=wall,
         inference_ms_per_chunk=1000 * timed.total_s / max(1, timed.calls), video=video,
-        episodes=[{"seed": r.seed, "success": r.success, "steps": r.steps,
+        episodes=[{"seed": r.seed, "success": r.success, "steps": r.steps, "max_reward": r.max_reward,
                    **({task.score_key: float(r.final_info[task.score_key])} if task.score_key else {})}
                   for r in results],
     )
@@ -120,6 +125,8 @@ def format_report(report: EvalReport) -> str:
     if report.score_mean is not None:
         rows.append((f"mean {report.score_key}",
                      f"{report.score_mean:.3f}  [95% CI {report.score_low:.3f}, {report.score_high:.3f}]"))
+    rows.append(("mean max reward", f"{report.max_reward_mean:.3f}  [95% CI {report.max_reward_low:.3f}, "
+                                    f"{report.max_reward_high:.3f}]"))
     rows += [("mean episode steps", f"{report.mean_steps:.1f}"),
              ("inference per chunk", f"{report.inference_ms_per_chunk:.1f} ms (batched over envs)"),
              ("eval wall-clock", f"{report.wall_s:.1f} s")]

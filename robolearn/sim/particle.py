@@ -1,9 +1,11 @@
 """A 2-D point that must reach either of two goals: the smallest task on which averaging policies fail.
 
 The goals are fixed and the observation is only the agent's position, so a demonstration's choice of goal is
-invisible at the start: the demonstrated action there is bimodal (up-left or up-right). A policy that regresses
-the mean action heads up the middle toward neither goal; one that models the action distribution commits
-to a goal and, once off-centre, the position itself tells it which way it is going.
+invisible at the start: the demonstrated action there is bimodal (the left goal or the right one). A round
+obstacle sits midway between the goals, clear of every straight path from the start to a goal; touching it
+ends the episode as a failure. The mean of "go left" and "go right" is therefore "go into the obstacle": a
+policy that regresses the mean action crashes, while one that models the action distribution commits to a
+goal and, once off-centre, the position itself tells it which way it is going.
 
 Actions are absolute targets; each step the agent moves straight toward the target by at most `max_step`.
 An episode succeeds (and ends) when the agent is within `goal_radius` of any goal.
@@ -20,11 +22,12 @@ from robolearn.env import ArraySpec, EnvSpec, Observation
 
 GOALS: tuple[tuple[float, float], ...] = ((-1.0, 0.5), (1.0, 0.5))
 BOUND = 1.5  # the arena is [-BOUND, BOUND]^2
-_COLORS = {"background": (245, 245, 245), "goal": (60, 170, 90), "agent": (210, 60, 50), "target": (60, 90, 210)}
+_COLORS = {"background": (245, 245, 245), "goal": (60, 170, 90), "obstacle": (120, 120, 120),
+           "agent": (210, 60, 50), "target": (60, 90, 210)}
 
 
 def particle_spec(max_episode_steps: int = 20, goals: tuple[tuple[float, float], ...] = GOALS,
-                  goal_radius: float = 0.1, max_step: float = 0.15) -> EnvSpec:
+                  goal_radius: float = 0.1, max_step: float = 0.15, obstacle_radius: float = 0.25) -> EnvSpec:
     return EnvSpec(
         name="particle",
         obs={"state": ArraySpec((2,), "float32")},
@@ -34,24 +37,39 @@ def particle_spec(max_episode_steps: int = 20, goals: tuple[tuple[float, float],
         action_low=(-BOUND, -BOUND),
         action_high=(BOUND, BOUND),
         max_episode_steps=max_episode_steps,
-        extra={"goals": [list(g) for g in goals], "goal_radius": goal_radius, "max_step": max_step},
+        extra={"goals": [list(g) for g in goals], "goal_radius": goal_radius, "max_step": max_step,
+               "obstacle_radius": obstacle_radius},
     )
 
 
+def _segment_distance(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> float:
+    """Distance from point p to segment a-b: a move that passes through the obstacle collides."""
+    ab = b - a
+    denom = float(ab @ ab)
+    t = 0.0 if denom == 0.0 else float(np.clip((p - a) @ ab / denom, 0.0, 1.0))
+    return float(np.linalg.norm(a + t * ab - p))
+
+
 class ParticleEnv:
-    """Point agent, two equally good goals; `info["goal"]` is the index of the goal reached (-1: none yet)."""
+    """Point agent, two equally good goals, an obstacle at their midpoint (`obstacle_radius=0` removes it).
+
+    `info["goal"]` is the index of the goal reached (-1: none); `info["collision"]` says the obstacle ended it.
+    """
 
     def __init__(self, goals: tuple[tuple[float, float], ...] = GOALS, goal_radius: float = 0.1,
-                 max_step: float = 0.15, start_noise: float = 0.05, max_episode_steps: int = 20,
-                 render_size: int = 64):
-        if max_episode_steps < 1 or max_step <= 0 or goal_radius <= 0:
-            raise ValueError("max_episode_steps, max_step and goal_radius must be positive")
+                 max_step: float = 0.15, start_noise: float = 0.05, obstacle_radius: float = 0.25,
+                 max_episode_steps: int = 20, render_size: int = 64):
+        if max_episode_steps < 1 or max_step <= 0 or goal_radius <= 0 or obstacle_radius < 0:
+            raise ValueError("max_episode_steps, max_step and goal_radius must be positive, obstacle_radius >= 0")
         self.goals = np.asarray(goals, dtype=np.float64).reshape(-1, 2)
         self.goal_radius = float(goal_radius)
         self.max_step = float(max_step)
         self.start_noise = float(start_noise)
+        self.obstacle = self.goals.mean(axis=0)
+        self.obstacle_radius = float(obstacle_radius)
         self.render_size = int(render_size)
-        self.spec = particle_spec(max_episode_steps, tuple(map(tuple, self.goals.tolist())), goal_radius, max_step)
+        self.spec = particle_spec(max_episode_steps, tuple(map(tuple, self.goals.tolist())), goal_radius, max_step,
+                                  obstacle_radius)
         self._pos = np.zeros(2)
         self._target: np.ndarray | None = None
         self._steps = 0
@@ -85,15 +103,17 @@ class ParticleEnv:
         dist = float(np.linalg.norm(delta))
         if dist > self.max_step:
             delta *= self.max_step / dist
-        self._pos = np.clip(self._pos + delta, -BOUND, BOUND)
+        start, self._pos = self._pos, np.clip(self._pos + delta, -BOUND, BOUND)
         self._steps += 1
+        collision = self.obstacle_radius > 0 and _segment_distance(start, self._pos, self.obstacle) < self.obstacle_radius
         dists = np.linalg.norm(self.goals - self._pos, axis=1)
-        reached = int(np.argmin(dists)) if dists.min() <= self.goal_radius else -1
+        reached = int(np.argmin(dists)) if dists.min() <= self.goal_radius and not collision else -1
         success = reached >= 0
         at_limit = self._steps >= self.spec.max_episode_steps
-        self._done = success or at_limit
-        info = {"success": success, "goal": reached, "distance": float(dists.min()),
-                "position": self._pos.tolist(), "steps": self._steps, "truncated": at_limit and not success}
+        self._done = success or collision or at_limit
+        info = {"success": success, "goal": reached, "collision": bool(collision), "distance": float(dists.min()),
+                "position": self._pos.tolist(), "steps": self._steps,
+                "truncated": at_limit and not (success or collision)}
         return self._observation(), float(success), self._done, info
 
     def _pixel(self, xy: np.ndarray) -> tuple[float, float]:
@@ -102,7 +122,7 @@ class ParticleEnv:
         return (xy[0] + BOUND) * scale, (BOUND - xy[1]) * scale
 
     def render(self) -> np.ndarray:
-        """(render_size, render_size, 3) uint8: goals green, agent red, last commanded target blue."""
+        """(render_size, render_size, 3) uint8: goals green, obstacle grey, agent red, last target blue."""
         if self._needs_reset:
             raise RuntimeError("call reset() before render()")
         size = self.render_size
@@ -117,6 +137,8 @@ class ParticleEnv:
 
         for goal in self.goals:
             disk(goal, self.goal_radius, "goal")
+        if self.obstacle_radius > 0:
+            disk(self.obstacle, self.obstacle_radius, "obstacle")
         if self._target is not None:
             disk(self._target, 0.03, "target")
         disk(self._pos, 0.05, "agent")
@@ -127,16 +149,16 @@ class ParticleEnv:
 
 
 def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = None, noise: float = 0.0,
-                   lookahead: float = 0.5) -> list[dict[str, np.ndarray]]:
+                   lookahead: float | None = None) -> list[dict[str, np.ndarray]]:
     """Demonstrations that pick a goal 50/50 and go straight to it at full speed.
 
-    The commanded target is the point `lookahead` ahead on the straight line (the goal itself when closer);
-    the env moves the agent max_step toward it. A lookahead well above max_step keeps the two modes' actions
-    far apart in action space, so the choice between them is a real decision rather than a small offset.
+    The commanded target is the chosen goal itself (the env clips each move to max_step), or with `lookahead`
+    the point that far ahead on the straight line. Commanding the goal keeps the two modes' actions as far
+    apart as the goals, so the mean of the modes is the midpoint between them: the obstacle.
 
     Each demo is {"state": (T, 2), "action": (T, 2)} float32, the state observed before each action. `noise` > 0
     perturbs the executed target by Gaussian noise of that std while the recorded action stays the expert's
-    waypoint (DART-style), so the data also shows how to get back onto the line from slightly off it.
+    (DART-style), so the data also covers states slightly off the straight lines.
     """
     env = env or ParticleEnv()
     rng = np.random.default_rng(seed)
@@ -150,7 +172,7 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
             pos = obs["state"].astype(np.float64)
             delta = goal - pos
             dist = float(np.linalg.norm(delta))
-            action = goal if dist <= lookahead else pos + delta * (lookahead / dist)
+            action = goal if lookahead is None or dist <= lookahead else pos + delta * (lookahead / dist)
             states.append(obs["state"])
             actions.append(action.astype(np.float32))
             executed = action + rng.normal(0.0, noise, size=2) if noise > 0 else action
@@ -160,12 +182,14 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
 
 
 def make_particle_store(path: str | os.PathLike, n_episodes: int = 200, seed: int = 0, noise: float = 0.0,
-                        overwrite: bool = False) -> EpisodeStore:
+                        lookahead: float | None = None, overwrite: bool = False) -> EpisodeStore:
     """Write `scripted_demos` to a new EpisodeStore; each episode's metadata names the goal it went to."""
     env = ParticleEnv()
     store = EpisodeStore.create(path, fps=env.spec.control_hz, task="particle", overwrite=overwrite,
-                                attrs={"goals": env.goals.tolist(), "seed": seed, "noise": noise})
-    for demo in scripted_demos(n_episodes, seed, env, noise):
-        goal = int(np.argmin(np.linalg.norm(env.goals - demo["action"][-1], axis=1)))
+                                attrs={"goals": env.goals.tolist(), "seed": seed, "noise": noise,
+                                       "lookahead": lookahead})
+    for demo in scripted_demos(n_episodes, seed, env, noise, lookahead):
+        final = demo["action"][-1].astype(np.float64)
+        goal = int(np.argmin(np.linalg.norm(env.goals - final, axis=1)))
         store.append_episode(demo, source="scripted", goal=goal)
     return store
