@@ -19,7 +19,6 @@ class CountingPolicy(Policy):
                                       n_action_steps=3))
         self.calls = 0
         self.seen = []
-        self._anchor = torch.nn.Parameter(torch.zeros(()))
 
     def loss(self, batch):
         return torch.zeros(())

@@ -13,14 +13,15 @@ from torch import nn
 from robolearn.control.executor import PolicyRunner
 from robolearn.control.loop import ControlLoop
 from robolearn.data.windows import Windows, WindowSpec
+from robolearn.env import Env
 from robolearn.policies.base import Policy
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.energy import EnergyConfig, EnergyPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 from robolearn.sim.particle import GOALS, ParticleEnv, make_particle_store, scripted_demos
 
-PARTICLE = dict(obs_shapes={"state": [2]}, action_dim=2, horizon=1, n_obs_steps=1, n_action_steps=1)
-SMALL = dict(hidden=[64, 64], n_negatives=63, dfo_samples=512)
+PARTICLE = {"obs_shapes": {"state": [2]}, "action_dim": 2, "horizon": 1, "n_obs_steps": 1, "n_action_steps": 1}
+SMALL = {"hidden": [64, 64], "n_negatives": 63, "dfo_samples": 512}
 ROLLOUT_SEEDS = list(range(1000, 1060))
 
 
@@ -52,7 +53,7 @@ def fitted(policy: Policy, windows: Windows) -> Policy:
 
 @pytest.fixture(scope="module")
 def particle_windows(tmp_path_factory) -> Windows:
-    # 100 demos, 47 to the right goal; noisy execution widens the states around both lines.
+    # 100 demos (50 go right); noisy execution widens the states around both straight lines.
     store = make_particle_store(tmp_path_factory.mktemp("particle") / "demos.zarr", n_episodes=100, seed=1,
                                 noise=0.05)
     return Windows(store, WindowSpec(("state",), 1, 1, 1), cache="ram")
@@ -66,12 +67,50 @@ def trained_energy(particle_windows) -> EnergyPolicy:
     return policy.eval()
 
 
-def rollout(policy: Policy, seed: int = 0) -> tuple[float, np.ndarray]:
-    """Success rate and the goal index each episode reached (-1: none) over ROLLOUT_SEEDS."""
+def rollout(policy: Policy, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-episode success, goal index reached (-1: none) and collision over ROLLOUT_SEEDS."""
     envs = [ParticleEnv() for _ in ROLLOUT_SEEDS]
     runner = PolicyRunner(policy, generator=torch.Generator().manual_seed(seed))
     results = ControlLoop(envs, runner).run(ROLLOUT_SEEDS)
-    return float(np.mean([r.success for r in results])), np.array([r.final_info["goal"] for r in results])
+    return {"success": np.array([r.success for r in results]),
+            "goal": np.array([r.final_info["goal"] for r in results]),
+            "collision": np.array([r.final_info["collision"] for r in results])}
+
+
+# ----- the particle task -----
+
+def test_particle_env_follows_the_env_contract():
+    env = ParticleEnv()
+    assert isinstance(env, Env)
+    obs = env.reset(seed=3)
+    env.spec.check_obs(obs)
+    assert np.array_equal(obs["state"], ParticleEnv().reset(seed=3)["state"]) and np.abs(obs["state"]).max() <= 0.05
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    steps = 0
+    done = False
+    while not done:  # commanding a goal reaches it at max_step per step
+        obs, reward, done, info = env.step(np.array(GOALS[1]))
+        steps += 1
+        assert np.linalg.norm(obs["state"] - env.goals[1]) > 0.1 or info["success"]
+    assert info["success"] and info["goal"] == 1 and reward == 1.0 and steps <= 9
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(2))
+    env.reset(seed=3)
+    for steps in range(1, 4):  # straight up, into the obstacle midway between the goals
+        _, _, done, info = env.step(np.array([0.0, 1.0]))
+        if done:
+            break
+    assert info["collision"] and not info["success"] and steps == 2
+
+
+def test_scripted_demos_choose_both_goals_and_fill_a_store(particle_windows):
+    store = particle_windows.store
+    goals = [store.episode_meta(i)["goal"] for i in range(store.n_episodes)]
+    assert store.n_episodes == 100 and 30 < sum(goals) < 70  # about half go right
+    assert store.specs["state"].shape == (2,) and store.keys == ["state", "action"]
+    first = store.episode(0)
+    assert np.allclose(first["action"], GOALS[goals[0]])  # demos command the goal they chose
 
 
 # ----- config -----
@@ -84,6 +123,8 @@ def test_config_round_trips_through_json_and_rejects_bad_values():
         EnergyConfig(**PARTICLE, sampler="mcmc")
     with pytest.raises(ValueError, match="activation"):
         EnergyConfig(**PARTICLE, activation="tanh")
+    with pytest.raises(ValueError, match="dfo_noise"):
+        EnergyConfig(**PARTICLE, dfo_noise=-0.1)
 
 
 # ----- (a) training -----
@@ -145,7 +186,7 @@ class Bowl(nn.Module):
         return self.from_features(self.cond_features(cond), chunks)
 
 
-@pytest.mark.parametrize("sampler,tol", [("dfo", 0.06), ("langevin", 0.03)])
+@pytest.mark.parametrize("sampler,tol", [("dfo", 0.08), ("langevin", 0.02)])  # normalized units, box [-1, 1]
 def test_samplers_find_the_minimum_of_a_known_energy(sampler, tol):
     policy = EnergyPolicy(EnergyConfig(obs_shapes={"state": [2]}, action_dim=2, horizon=2, n_obs_steps=1,
                                        n_action_steps=1, hidden=[8], langevin_samples=32, langevin_steps=100))
@@ -178,6 +219,9 @@ def test_sample_shapes_determinism_and_nfe(sampler):
         assert a.abs().max() <= 1.0 + 1e-6  # the identity normalizer: samples stay in the action box
     c = policy.sample(obs, n=6, generator=torch.Generator().manual_seed(8), sampler=sampler)
     assert not torch.equal(a, c)
+    drawn = [policy.sample(obs, generator=torch.Generator().manual_seed(7), sampler=sampler, greedy=False)
+             for _ in range(2)]
+    assert drawn[0].shape == (5, 1, 4, 2) and torch.equal(*drawn)
     assert policy.act({"state": obs["state"].numpy()}).shape == (5, 2, 2)
     want = 64 * (3 + 1) if sampler == "dfo" else 8 * (10 + 1)
     assert policy.nfe(sampler) == want
@@ -213,8 +257,8 @@ def test_checkpoint_round_trip_gives_identical_energies(trained_energy, tmp_path
     chunks = torch.rand(4, 9, 1, 2) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded.energy(obs, chunks), trained_energy.energy(obs, chunks))
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    assert torch.equal(loaded.sample(obs, n=2, generator=g()), trained_energy.sample(obs, n=2, generator=g()))
+    a = loaded.sample(obs, n=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, trained_energy.sample(obs, n=2, generator=torch.Generator().manual_seed(3)))
 
 
 # ----- (f) multimodality -----
@@ -224,26 +268,38 @@ def test_energy_policy_keeps_both_goals_where_mse_averages_them(trained_energy, 
     mse = fitted(RegressionPolicy(RegressionConfig(**PARTICLE, hidden=[64, 64])), particle_windows)
     train(mse, particle_windows, steps=400)
     mse.eval()
-
     sampling = EnergyPolicy(dataclasses.replace(trained_energy.config, greedy=False))
     sampling.load_state_dict(trained_energy.state_dict())
     sampling.eval()
-    rates = {}
-    for name, policy in (("greedy", trained_energy), ("sampling", sampling), ("mse", mse)):
-        rates[name] = rollout(policy)
-    print({k: (rate, np.bincount(goals + 1, minlength=3).tolist()) for k, (rate, goals) in rates.items()})
 
-    for name in ("greedy", "sampling"):
-        rate, goals = rates[name]
-        assert rate >= 0.8, (name, rate, goals)
-        assert min((goals == 0).mean(), (goals == 1).mean()) >= 0.1, (name, goals)  # both goals, not one mode
-    assert rates["mse"][0] <= 0.2, rates["mse"]
+    langevin = EnergyPolicy(dataclasses.replace(sampling.config, sampler="langevin", langevin_samples=32))
+    langevin.load_state_dict(trained_energy.state_dict())
+    langevin.eval()
+
+    runs = {"energy (DFO, sampling)": rollout(sampling), "energy (DFO, greedy)": rollout(trained_energy),
+            "energy (Langevin, sampling)": rollout(langevin), "mse": rollout(mse)}
+    for name, r in runs.items():
+        print(f"{name}: success {r['success'].mean():.2f}, left/right goals {(r['goal'] == 0).sum()}/"
+              f"{(r['goal'] == 1).sum()}, collisions {r['collision'].sum()} of {len(ROLLOUT_SEEDS)}")
+
+    for name in ("energy (DFO, sampling)", "energy (Langevin, sampling)"):
+        r = runs[name]
+        assert r["success"].mean() >= 0.8, (name, r)
+        assert min((r["goal"] == 0).mean(), (r["goal"] == 1).mean()) >= 0.1, (name, r)  # both modes, not one
+    # Greedy DFO succeeds too; its mode split is not checked: the argmin picks whichever mode is slightly lower
+    # at each start, which can be the same one for every start.
+    assert runs["energy (DFO, greedy)"]["success"].mean() >= 0.8
+    r = runs["mse"]
+    assert r["success"].mean() <= 0.2, r
+    assert r["collision"].mean() >= 0.5, r  # it heads for the mean of the goals: the obstacle between them
 
     # From the start the demonstrations command the left or the right goal, never the midpoint: MSE commands
     # the mean of the two, the energy policy one goal or the other.
     start = {"state": torch.zeros(1, 1, 2)}
     mse_target = mse.sample(start)[0, 0, 0]
-    energy_targets = sampling.sample(start, n=32, generator=torch.Generator().manual_seed(0))[0, :, 0]
+    energy_targets = sampling.sample(start, n=64, generator=torch.Generator().manual_seed(0))[0, :, 0]
+    print(f"first target from the origin: mse {mse_target.tolist()}, energy draws left/right "
+          f"{(energy_targets[:, 0] < 0).sum()}/{(energy_targets[:, 0] > 0).sum()}")
     assert abs(mse_target[0]) < 0.3, mse_target
     assert (energy_targets[:, 0].abs() > 0.8).all(), energy_targets
     assert (energy_targets[:, 0] < 0).any() and (energy_targets[:, 0] > 0).any()

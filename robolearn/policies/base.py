@@ -7,6 +7,7 @@ the policy with its own `Normalizer`, so a checkpoint is self-contained.
 from __future__ import annotations
 
 import abc
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -65,7 +66,7 @@ class Policy(nn.Module, abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(itertools.chain(self.parameters(), self.buffers())).device  # the normalizer always has buffers
 
     def check_obs(self, obs: Mapping[str, torch.Tensor]) -> int:
         """Raise a clear error unless every observed key is (B, n_obs_steps, *shape) with one B; return B."""

@@ -14,14 +14,20 @@ Samplers (`config.sampler` or the `sampler=` argument):
   "dfo"      derivative-free optimization: uniform samples, then rounds of softmax(-E)-weighted resampling
              with Gaussian noise that shrinks each round. Robust; its cost grows with the action dimension.
   "langevin" gradient-based MCMC from uniform starts, x <- x - clip(lr_t * (0.5 dE/dx + noise * eps)),
-             with IBC's polynomially decaying step size. Train with `grad_penalty` > 0 so dE/dx stays bounded.
-Both produce a population of candidates per observation; `sample(n=1)` returns the lowest-energy candidate
-(IBC's greedy choice) and `sample(n>1)` draws n candidates from softmax(-E / temperature) over the final
-population. With `greedy=False`, n=1 is such a draw too: the choice between modes then follows their learned
-probabilities instead of whichever mode the argmin happens to favour at that observation.
+             with IBC's polynomially decaying step size. IBC trains Langevin models with `grad_penalty` > 0 so
+             dE/dx stays bounded; the per-step clip keeps chains stable either way.
+Both produce a population of candidates per observation. Greedy (`config.greedy`, IBC's choice at evaluation):
+`sample(n=1)` returns the lowest-energy candidate and `sample(n>1)` draws n from softmax(-E / temperature)
+over the final population. Greedy DFO reweights by the full softmax every round, which sharpens the
+distribution round after round: the population, and so the chosen mode, collapses onto whichever mode is
+slightly lower at this observation. Non-greedy DFO spreads the weight 1 / temperature over its rounds and the
+final draw (each uses temperature * (dfo_iters + 1)), so its draws approximate samples of exp(-E / temperature)
+and modes are chosen in proportion to their learned probability; non-greedy Langevin draws from its chains'
+final softmax.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,7 +47,7 @@ class EnergyConfig(PolicyConfig):
     activation: str = "mish"  # "mish" or "relu"
     n_negatives: int = 255  # uniform counter-example chunks per demonstrated chunk
     temperature: float = 1.0  # softmax temperature of InfoNCE and of the samplers' final selection
-    greedy: bool = True  # sample(n=1) returns the lowest-energy candidate; False: a draw from softmax(-E / T)
+    greedy: bool = True  # optimize (n=1 gives the argmin) rather than sample exp(-E / T); see the module docstring
     grad_penalty: float = 0.0  # weight of max(0, ||dE/da|| - grad_margin)^2 on counter-examples (use with Langevin)
     grad_margin: float = 1.0
     sampler: str = "dfo"  # default inference sampler: "dfo" or "langevin"
@@ -73,6 +79,11 @@ class EnergyConfig(PolicyConfig):
             raise ValueError(f"dfo_iters ({self.dfo_iters}) and langevin_steps ({self.langevin_steps}) must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        scales = ("grad_penalty", "grad_margin", "dfo_noise", "dfo_noise_shrink", "langevin_lr_init",
+                  "langevin_lr_final", "langevin_lr_power", "langevin_noise", "langevin_delta_clip")
+        negative = [name for name in scales if getattr(self, name) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must be >= 0")
 
 
 class EnergyMLP(nn.Module):
@@ -88,7 +99,7 @@ class EnergyMLP(nn.Module):
         self.cond_in = nn.Linear(cond_dim, hidden[0])
         self.action_in = nn.Linear(action_numel, hidden[0], bias=False)
         layers: list[nn.Module] = [act()]
-        for width_in, width_out in zip(hidden[:-1], hidden[1:]):
+        for width_in, width_out in itertools.pairwise(hidden):
             layers += [nn.Linear(width_in, width_out), act()]
         layers.append(nn.Linear(hidden[-1], 1))
         self.trunk = nn.Sequential(*layers)
@@ -184,19 +195,21 @@ class EnergyPolicy(Policy):
     def _gaussian(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
-    def dfo(self, features: torch.Tensor, generator: torch.Generator | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Derivative-free optimization from condition features (B, hidden[0]).
+    def dfo(self, features: torch.Tensor, generator: torch.Generator | None = None,
+            temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Derivative-free optimization from condition features (B, hidden[0]), resampling each round by
+        softmax(-E / temperature) (default: config.temperature).
 
         Returns the final population (B, dfo_samples, horizon, action_dim) in normalized units and its
         energies (B, dfo_samples).
         """
         cfg = self.config
+        temperature = cfg.temperature if temperature is None else temperature
         b = features.shape[0]
         x = self._uniform((b, cfg.dfo_samples, cfg.horizon, cfg.action_dim), generator)
         noise = cfg.dfo_noise
         for _ in range(cfg.dfo_iters):
-            probs = torch.softmax(-self.net.from_features(features, x) / cfg.temperature, dim=-1)
+            probs = torch.softmax(-self.net.from_features(features, x) / temperature, dim=-1)
             idx = torch.multinomial(probs, cfg.dfo_samples, replacement=True, generator=generator)
             x = torch.gather(x, 1, idx[:, :, None, None].expand_as(x))
             x = (x + noise * self._gaussian(x, generator)).clamp(-1.0, 1.0)
@@ -230,27 +243,37 @@ class EnergyPolicy(Policy):
         x = x.detach()
         return x, self.net.from_features(features, x).detach()
 
-    def _select(self, population: torch.Tensor, energies: torch.Tensor, n: int,
+    @staticmethod
+    def _select(population: torch.Tensor, energies: torch.Tensor, n: int, argmin: bool, temperature: float,
                 generator: torch.Generator | None) -> torch.Tensor:
-        """The lowest-energy candidate (n == 1 and greedy) or n draws from softmax(-E / temperature)."""
-        if n == 1 and self.config.greedy:
+        """The lowest-energy candidate (argmin, n == 1) or n draws from softmax(-E / temperature)."""
+        if argmin and n == 1:
             idx = energies.argmin(dim=1, keepdim=True)
         else:
-            probs = torch.softmax(-energies / self.config.temperature, dim=-1)
+            probs = torch.softmax(-energies / temperature, dim=-1)
             idx = torch.multinomial(probs, n, replacement=True, generator=generator)
         return torch.gather(population, 1, idx[:, :, None, None].expand(-1, -1, *population.shape[2:]))
 
     @torch.no_grad()
     def sample(self, obs: Mapping[str, torch.Tensor], n: int = 1, generator: torch.Generator | None = None,
-               sampler: str | None = None) -> torch.Tensor:
-        """n chunks per observation, (B, n, horizon, action_dim) in the task's units (see module docstring)."""
+               sampler: str | None = None, greedy: bool | None = None) -> torch.Tensor:
+        """n chunks per observation, (B, n, horizon, action_dim) in the task's units.
+
+        `sampler` and `greedy` override the config for this call (see the module docstring).
+        """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         cfg = self.config
         name = self._sampler_name(sampler)
+        greedy = cfg.greedy if greedy is None else greedy
         features = self.net.cond_features(self.encode_obs(obs))
-        run = self.dfo if name == "dfo" else self.langevin
-        population, energies = run(features, generator)
-        chosen = self._select(population, energies, n, generator)
+        temperature = cfg.temperature
+        if name == "dfo":
+            if not greedy:
+                temperature = cfg.temperature * (cfg.dfo_iters + 1)
+            population, energies = self.dfo(features, generator, temperature)
+        else:
+            population, energies = self.langevin(features, generator)
+        chosen = self._select(population, energies, n, greedy, temperature, generator)
         return self.normalizer.unnormalize("action", chosen).reshape(features.shape[0], n, cfg.horizon,
                                                                      cfg.action_dim)

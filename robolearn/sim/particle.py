@@ -27,7 +27,7 @@ _COLORS = {"background": (245, 245, 245), "goal": (60, 170, 90), "obstacle": (12
 
 
 def particle_spec(max_episode_steps: int = 20, goals: tuple[tuple[float, float], ...] = GOALS,
-                  goal_radius: float = 0.1, max_step: float = 0.15, obstacle_radius: float = 0.25) -> EnvSpec:
+                  goal_radius: float = 0.1, max_step: float = 0.15, obstacle_radius: float = 0.35) -> EnvSpec:
     return EnvSpec(
         name="particle",
         obs={"state": ArraySpec((2,), "float32")},
@@ -57,7 +57,7 @@ class ParticleEnv:
     """
 
     def __init__(self, goals: tuple[tuple[float, float], ...] = GOALS, goal_radius: float = 0.1,
-                 max_step: float = 0.15, start_noise: float = 0.05, obstacle_radius: float = 0.25,
+                 max_step: float = 0.15, start_noise: float = 0.05, obstacle_radius: float = 0.35,
                  max_episode_steps: int = 20, render_size: int = 64):
         if max_episode_steps < 1 or max_step <= 0 or goal_radius <= 0 or obstacle_radius < 0:
             raise ValueError("max_episode_steps, max_step and goal_radius must be positive, obstacle_radius >= 0")
@@ -105,13 +105,14 @@ class ParticleEnv:
             delta *= self.max_step / dist
         start, self._pos = self._pos, np.clip(self._pos + delta, -BOUND, BOUND)
         self._steps += 1
-        collision = self.obstacle_radius > 0 and _segment_distance(start, self._pos, self.obstacle) < self.obstacle_radius
+        collision = bool(self.obstacle_radius > 0
+                         and _segment_distance(start, self._pos, self.obstacle) < self.obstacle_radius)
         dists = np.linalg.norm(self.goals - self._pos, axis=1)
         reached = int(np.argmin(dists)) if dists.min() <= self.goal_radius and not collision else -1
         success = reached >= 0
         at_limit = self._steps >= self.spec.max_episode_steps
         self._done = success or collision or at_limit
-        info = {"success": success, "goal": reached, "collision": bool(collision), "distance": float(dists.min()),
+        info = {"success": success, "goal": reached, "collision": collision, "distance": float(dists.min()),
                 "position": self._pos.tolist(), "steps": self._steps,
                 "truncated": at_limit and not (success or collision)}
         return self._observation(), float(success), self._done, info
@@ -158,7 +159,8 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
 
     Each demo is {"state": (T, 2), "action": (T, 2)} float32, the state observed before each action. `noise` > 0
     perturbs the executed target by Gaussian noise of that std while the recorded action stays the expert's
-    (DART-style), so the data also covers states slightly off the straight lines.
+    (DART-style), so the data also covers states slightly off the straight lines. A demo that fails (too much
+    noise, an obstacle in the way) raises instead of entering the data.
     """
     env = env or ParticleEnv()
     rng = np.random.default_rng(seed)
@@ -176,7 +178,10 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
             states.append(obs["state"])
             actions.append(action.astype(np.float32))
             executed = action + rng.normal(0.0, noise, size=2) if noise > 0 else action
-            obs, _, done, _ = env.step(executed)
+            obs, _, done, info = env.step(executed)
+        if not info["success"]:
+            raise RuntimeError(f"a scripted demo failed ({'collision' if info['collision'] else 'time limit'}) at "
+                               f"{info['position']}; lower `noise` or the obstacle radius")
         demos.append({"state": np.stack(states), "action": np.stack(actions)})
     return demos
 
