@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from robolearn.data.sources import project_root
 
 
 def compose(config_name: str, overrides: Sequence[str]) -> dict[str, Any]:
     """Compose a hydra config from the project's configs/ folder into a plain dict."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     config_dir = project_root() / "configs"

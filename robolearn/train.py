@@ -67,7 +67,7 @@ class RunConfig:
     dataset_path: str | None = None  # overrides the task's dataset search
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
         policy = {k: v for k, v in d.pop("policy", {}).items() if k != "name"}  # name only labels the config
         return cls(task=TaskConfig(**d.pop("task", {})), train=TrainConfig(**d.pop("train", {})), policy=policy, **d)

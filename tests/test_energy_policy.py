@@ -97,7 +97,7 @@ def test_particle_env_follows_the_env_contract():
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(2))
     env.reset(seed=3)
-    for steps in range(1, 4):  # straight up, into the obstacle midway between the goals
+    for steps in range(1, 4):  # noqa: B007 (read after the loop) straight up, into the obstacle midway between the goals
         _, _, done, info = env.step(np.array([0.0, 1.0]))
         if done:
             break

@@ -7,7 +7,7 @@ for the next chunk for all envs in one batched call and executes its first `n_ac
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch

@@ -5,8 +5,9 @@ on; each keeps its own seed, so results do not depend on how many envs share a b
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

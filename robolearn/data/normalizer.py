@@ -6,7 +6,7 @@ at 0 instead of dividing by zero.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class Normalizer(nn.Module):
     def _name(key: str, what: str) -> str:
         return f"{key.replace('.', '__')}__{what}"
 
-    def fit(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> "Normalizer":
+    def fit(self, stats: Mapping[str, Mapping[str, np.ndarray]]) -> Normalizer:
         """Set each low-dim key's affine map from its `min`/`max` statistics (see EpisodeStore.stats)."""
         for key in self.lowdim_keys:
             if key not in stats:

@@ -18,8 +18,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import zarr
@@ -72,7 +73,7 @@ class EpisodeStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | os.PathLike, *, fps: float | None = None, task: str | None = None,
-               overwrite: bool = False, attrs: Mapping[str, Any] | None = None) -> "EpisodeStore":
+               overwrite: bool = False, attrs: Mapping[str, Any] | None = None) -> EpisodeStore:
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open(path, mode='a') "
@@ -86,7 +87,7 @@ class EpisodeStore:
         return cls(root, path, writable=True)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> "EpisodeStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' (read) or 'a' (append), got {mode!r}")
         path = Path(path)

@@ -8,8 +8,8 @@ one vectorized gather. Images stay uint8: they become floats on the training dev
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -14,6 +14,18 @@ import torch
 from torch import nn
 
 
+def check_unet(down_dims: Sequence[int], horizon: int) -> list[int]:
+    """Validate UNet settings from a config; returns down_dims as a list of ints (JSON has no tuples)."""
+    dims = [int(d) for d in down_dims]
+    if not dims:
+        raise ValueError("down_dims must name at least one UNet level")
+    factor = 2 ** (len(dims) - 1)
+    if horizon % factor:
+        raise ValueError(f"horizon {horizon} must be divisible by {factor} "
+                         f"for {len(dims)} UNet levels (down_dims={dims})")
+    return dims
+
+
 class SinusoidalPosEmb(nn.Module):
     """Fixed sin/cos features of a scalar, so the MLP after it sees the diffusion step at many frequencies."""
 

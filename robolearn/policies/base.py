@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class PolicyConfig:
             )
 
     @classmethod
-    def for_spec(cls, spec: EnvSpec, obs_keys: list[str] | None = None, **kwargs) -> "PolicyConfig":
+    def for_spec(cls, spec: EnvSpec, obs_keys: list[str] | None = None, **kwargs) -> PolicyConfig:
         keys = obs_keys or list(spec.obs)
         return cls(
             obs_shapes={k: list(spec.obs[k].shape) for k in keys},

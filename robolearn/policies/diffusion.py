@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from torch import nn
 
-from robolearn.nn.unet1d import ConditionalUnet1D
+from robolearn.nn.unet1d import ConditionalUnet1D, check_unet
 from robolearn.policies.base import Policy, PolicyConfig
 
 _SCHEDULERS = ("ddim", "ddpm")
@@ -37,13 +36,7 @@ class DiffusionConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.down_dims = [int(d) for d in self.down_dims]  # JSON has no tuples; keep one form
-        if not self.down_dims:
-            raise ValueError("down_dims must name at least one UNet level")
-        factor = 2 ** (len(self.down_dims) - 1)
-        if self.horizon % factor:
-            raise ValueError(f"horizon {self.horizon} must be divisible by {factor} "
-                             f"for {len(self.down_dims)} UNet levels (down_dims={self.down_dims})")
+        self.down_dims = check_unet(self.down_dims, self.horizon)
         if self.scheduler not in _SCHEDULERS:
             raise ValueError(f"scheduler must be one of {_SCHEDULERS}, got {self.scheduler!r}")
         if self.prediction_type not in _PREDICTION_TYPES:

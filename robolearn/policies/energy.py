@@ -27,7 +27,6 @@ final softmax.
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
 from robolearn.policies.base import Policy, PolicyConfig
 
 _SAMPLERS = ("dfo", "langevin")
-_ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}
 
 
 @dataclass
@@ -65,11 +64,7 @@ class EnergyConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.hidden = [int(h) for h in self.hidden]  # JSON has no tuples; keep one form
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must list at least one positive width, got {self.hidden}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
+        self.hidden = check_mlp(self.hidden, self.activation)
         if self.sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         for name in ("n_negatives", "dfo_samples", "langevin_samples"):
@@ -95,14 +90,9 @@ class EnergyMLP(nn.Module):
 
     def __init__(self, cond_dim: int, action_numel: int, hidden: list[int], activation: str):
         super().__init__()
-        act = _ACTIVATIONS[activation]
         self.cond_in = nn.Linear(cond_dim, hidden[0])
         self.action_in = nn.Linear(action_numel, hidden[0], bias=False)
-        layers: list[nn.Module] = [act()]
-        for width_in, width_out in itertools.pairwise(hidden):
-            layers += [nn.Linear(width_in, width_out), act()]
-        layers.append(nn.Linear(hidden[-1], 1))
-        self.trunk = nn.Sequential(*layers)
+        self.trunk = nn.Sequential(ACTIVATIONS[activation](), *mlp_layers(hidden, activation), nn.Linear(hidden[-1], 1))
 
     def cond_features(self, cond: torch.Tensor) -> torch.Tensor:
         """(B, cond_dim) -> (B, hidden[0]): the condition's share of the first layer, reusable across candidates."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robolearn.nn.unet1d import ConditionalUnet1D, SinusoidalPosEmb
+from robolearn.nn.unet1d import ConditionalUnet1D, SinusoidalPosEmb, check_unet
 from robolearn.policies.base import Policy, PolicyConfig
 
 _TIME_SAMPLINGS = ("uniform", "beta")
@@ -52,13 +52,7 @@ class FlowConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.down_dims = [int(d) for d in self.down_dims]  # JSON has no tuples; keep one form
-        if not self.down_dims:
-            raise ValueError("down_dims must name at least one UNet level")
-        factor = 2 ** (len(self.down_dims) - 1)
-        if self.horizon % factor:
-            raise ValueError(f"horizon {self.horizon} must be divisible by {factor} "
-                             f"for {len(self.down_dims)} UNet levels (down_dims={self.down_dims})")
+        self.down_dims = check_unet(self.down_dims, self.horizon)
         if self.time_sampling not in _TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLINGS}, got {self.time_sampling!r}")
         if self.integrator not in _INTEGRATORS:

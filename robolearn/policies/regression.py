@@ -7,7 +7,6 @@ exactly the failure the diffusion, flow and energy heads exist to avoid.
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.policies.base import Policy, PolicyConfig
-
-_ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}
 
 
 @dataclass
@@ -27,11 +25,7 @@ class RegressionConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.hidden = [int(h) for h in self.hidden]  # JSON has no tuples; keep one form
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must list at least one positive width, got {self.hidden}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
+        self.hidden = check_mlp(self.hidden, self.activation)
 
 
 class RegressionPolicy(Policy):
@@ -40,13 +34,9 @@ class RegressionPolicy(Policy):
 
     def __init__(self, config: RegressionConfig):
         super().__init__(config)
-        act = _ACTIVATIONS[config.activation]
         widths = [self.obs_encoder.out_dim, *config.hidden]
-        layers: list[nn.Module] = []
-        for width_in, width_out in itertools.pairwise(widths):
-            layers += [nn.Linear(width_in, width_out), act()]
-        layers.append(nn.Linear(widths[-1], config.horizon * config.action_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*mlp_layers(widths, config.activation),
+                                 nn.Linear(widths[-1], config.horizon * config.action_dim))
 
     def predict_normalized(self, cond: torch.Tensor) -> torch.Tensor:
         """Condition (B, cond_dim) -> normalized action chunk (B, horizon, action_dim)."""
