@@ -154,7 +154,10 @@ def test_clear_errors_for_bad_inputs():
         policy.loss({"obs": data["obs"], "action": data["action"][:, :5]})
     with pytest.raises(KeyError, match="missing key 'state'"):
         policy.loss({"obs": {}, "action": data["action"]})
-    with pytest.raises(ValueError, match="image observations need an image encoder"):
-        DiffusionPolicy(tiny_config(obs_shapes={"state": [5], "image": [16, 16, 3]}, image_keys=["image"]))
+    image_policy = DiffusionPolicy(tiny_config(obs_shapes={"state": [5], "image": [16, 16, 3]}, image_keys=["image"]))
+    image_obs = {"state": torch.zeros(2, N_OBS, 5), "image": torch.zeros(2, N_OBS, 16, 16, 3, dtype=torch.uint8)}
+    assert image_policy.encode_obs(image_obs).shape == (2, image_policy.obs_encoder.out_dim)
+    with pytest.raises(ValueError, match="observation 'image' must be"):
+        image_policy.encode_obs({**image_obs, "image": image_obs["image"][..., :1]})
     with pytest.raises(ValueError, match="divisible"):
         tiny_config(horizon=7, n_action_steps=4)

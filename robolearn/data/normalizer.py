@@ -47,7 +47,7 @@ class Normalizer(nn.Module):
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         if key in self.image_keys:
             return x.float() * (2.0 / 255.0) - 1.0
-        return x * getattr(self, self._name(key, "scale")) + getattr(self, self._name(key, "offset"))
+        return x.float() * getattr(self, self._name(key, "scale")) + getattr(self, self._name(key, "offset"))
 
     def unnormalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         if key in self.image_keys:
