@@ -147,26 +147,21 @@ exec(EPISODE_SRC, _ns)
 crash_episode = _ns["crash_episode"]
 
 WRITER_SRC = EPISODE_SRC + textwrap.dedent("""
-    import itertools, os, sys, traceback
+    import itertools, signal, sys
     from robolearn.data.store import EpisodeStore
 
+    # A process started in the background by a non-interactive shell (as CI may do) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: restore the interactive behaviour being tested.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     store = EpisodeStore.create(sys.argv[1])
-    i = -1
-    try:
-        for i in itertools.count():
-            episode = crash_episode(i)
-            try:
-                store.append_episode(episode, index=i)
-            except KeyboardInterrupt:
-                print(f"interrupted {i}", flush=True)
-                raise
-            print(f"done {i}", flush=True)
-    except KeyboardInterrupt:
-        # Leave at once, like a program that dies of the interrupt: the test is about what is on disk, and
-        # interpreter shutdown under heavy load (joining zarr's I/O threads) is not what it measures.
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(130)
+    for i in itertools.count():
+        episode = crash_episode(i)
+        try:
+            store.append_episode(episode, index=i)
+        except KeyboardInterrupt:
+            print(f"interrupted {i}", flush=True)
+            raise
+        print(f"done {i}", flush=True)
 """)
 
 
@@ -219,7 +214,7 @@ def test_killed_writer_loses_at_most_the_episode_in_progress(tmp_path, sig):
         if sig == signal.SIGKILL:
             assert returncode == -signal.SIGKILL, err
         else:
-            assert returncode == 130 and "KeyboardInterrupt" in err, (returncode, err)
+            assert returncode != 0 and "KeyboardInterrupt" in err, (returncode, err)
 
         store = EpisodeStore.open(path)
         assert reported <= store.n_episodes <= reported + 1  # only the episode in flight may be lost
