@@ -112,6 +112,10 @@ class Policy(nn.Module, abc.ABC):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """n candidate action chunks per observation: (B, n, horizon, action_dim), in the task's units."""
 
+    def nfe(self) -> int:
+        """Network evaluations to produce one chunk with the config's sampler settings (heads override)."""
+        return 1
+
     @torch.no_grad()
     def act(self, obs: Mapping[str, np.ndarray | torch.Tensor],
             generator: torch.Generator | None = None) -> np.ndarray:
