@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from robolearn.data.obs_source import parse_obs_sources
 from robolearn.env import Env, EnvSpec
 
 _ALLOWED_PREFIX = "robolearn."
@@ -33,11 +34,18 @@ class TaskConfig:
     env: str = "robolearn.sim.pusht:PushTEnv"  # Env class
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"obs_type": "state"})
     obs_keys: list[str] = field(default_factory=lambda: ["state"])  # what the policy sees
+    # obs key -> store key it is read from, optionally sliced on the last axis ("state[0:2]"); unlisted keys are
+    # read from the store key of the same name. Lets tasks share one dataset under the env's own key names.
+    obs_sources: dict[str, str] = field(default_factory=dict)
     action_key: str = "action"
     dataset: str = "pusht_cchi_v7_replay.zarr"  # file/folder name searched for in the dataset locations
     dataset_format: str = "diffusion_policy"  # "robolearn" for an EpisodeStore, or an importable format
     dataset_url: str = "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip"
     score_key: str = "max_coverage"  # per-episode info value averaged as the task's score ("" for none)
+
+    def __post_init__(self) -> None:
+        # Syntax and key checks need no data, so a bad config fails when it is loaded, not hours into a run.
+        parse_obs_sources(self.obs_keys, self.obs_sources)
 
     def make_env(self) -> Env:
         return import_object(self.env)(**self.env_kwargs)

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.sources import open_task_store
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
@@ -74,21 +75,36 @@ class RunConfig:
 
 
 def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
-    """The policy of a run, shaped by the store's keys and normalized by its statistics."""
+    """The policy of a run, shaped by the store's keys and normalized by its statistics.
+
+    Each observed key takes the shape, dtype and statistics of its source in the store (the task's
+    `obs_sources`, e.g. agent_pos <- state[0:2]), so a policy trained on a shared dataset is built exactly as
+    if the store held the environment's keys."""
     cls = import_object(run.policy_class)
+    task = run.task
     specs = store.specs
-    missing = [k for k in (*run.task.obs_keys, run.task.action_key) if k not in specs]
+    sources = parse_obs_sources(task.obs_keys, task.obs_sources)
+    needed = [*dict.fromkeys(source.key for source in sources.values()), task.action_key]
+    missing = [k for k in needed if k not in specs]
     if missing:
-        raise KeyError(f"dataset {store.path} lacks keys {missing} that task {run.task.name!r} needs; it has {store.keys}")
+        raise KeyError(f"dataset {store.path} lacks keys {missing} that task {task.name!r} needs; it has {store.keys}")
+    obs_specs = {key: source.spec(specs[source.key]) for key, source in sources.items()}  # checks the slices
     config: PolicyConfig = cls.config_class(
-        obs_shapes={k: list(specs[k].shape) for k in run.task.obs_keys},
-        image_keys=[k for k in run.task.obs_keys if specs[k].is_image],
-        action_dim=specs[run.task.action_key].shape[0],
+        obs_shapes={k: list(spec.shape) for k, spec in obs_specs.items()},
+        image_keys=[k for k, spec in obs_specs.items() if spec.is_image],
+        action_dim=specs[task.action_key].shape[0],
         **run.policy,
     )
     policy = cls(config)
-    stats = {k: store.stats(k) for k in run.task.obs_keys if not specs[k].is_image}
-    stats["action"] = store.stats(run.task.action_key)
+    store_stats: dict[str, dict[str, np.ndarray]] = {}  # per store key: two obs keys may slice the same one
+    stats = {}
+    for key, source in sources.items():
+        if obs_specs[key].is_image:
+            continue  # images map 0..255 onto [-1, 1] without statistics
+        if source.key not in store_stats:
+            store_stats[source.key] = store.stats(source.key)
+        stats[key] = {name: source.apply(value) for name, value in store_stats[source.key].items()}
+    stats["action"] = store.stats(task.action_key)
     policy.normalizer.fit(stats)
     return policy
 
@@ -108,7 +124,8 @@ class Trainer:
         self.policy = build_policy(run, self.store).to(self.device)
         pc = self.policy.config
         self.windows = Windows(self.store, WindowSpec(tuple(run.task.obs_keys), pc.n_obs_steps, pc.horizon,
-                                                      pc.n_action_steps, run.task.action_key), cache=self.cfg.cache)
+                                                      pc.n_action_steps, run.task.action_key), cache=self.cfg.cache,
+                               obs_sources=run.task.obs_sources)
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr,
                                            weight_decay=self.cfg.weight_decay, betas=(0.95, 0.999))
         self.ema = EMA(self.policy) if self.cfg.ema else None

@@ -4,16 +4,21 @@ A window starting at step s covers steps s .. s+horizon-1 of one episode; steps 
 first or last frame (edge padding), so every step of every episode can be the "current" step. Only the
 observed frames of each obs key are gathered (never the whole horizon of images), all windows of a batch in
 one vectorized gather. Images stay uint8: they become floats on the training device.
+
+Observation keys may be read from differently named store keys, sliced on the last axis (`obs_sources`, see
+robolearn.data.obs_source): only the source rows of the observed frames are read, then sliced, and batches
+carry the observation names the policy and the environment use.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
 
 
@@ -67,11 +72,16 @@ class Windows:
     """
 
     def __init__(self, store: EpisodeStore, spec: WindowSpec, episodes: Sequence[int] | None = None,
-                 cache: str = "auto"):
-        for key in (*spec.obs_keys, spec.action_key):
-            if key not in store.keys:
+                 cache: str = "auto", obs_sources: Mapping[str, str] | None = None):
+        """`obs_sources`: the task's {obs key: "store_key" or "store_key[a:b]"}; unlisted keys read themselves."""
+        self.sources = parse_obs_sources(spec.obs_keys, obs_sources or {})
+        specs = store.specs
+        for key in (*(source.key for source in self.sources.values()), spec.action_key):
+            if key not in specs:
                 raise KeyError(f"store {store.path} has no key {key!r} (it has {store.keys}); "
-                               f"check the task's obs keys and action key")
+                               f"check the task's obs keys, obs_sources and action key")
+        for source in self.sources.values():
+            source.spec(specs[source.key])  # an out-of-range slice fails here, not at the first batch
         if store.n_episodes == 0:
             raise ValueError(f"store {store.path} has no episodes to train on")
         self.store = store
@@ -86,7 +96,7 @@ class Windows:
             raise ValueError(f"no windows: every selected episode is shorter than horizon - padding "
                              f"({spec.horizon} - {spec.pad_before + spec.pad_after})")
         self.index = index
-        keys = (*spec.obs_keys, spec.action_key)
+        keys = tuple(dict.fromkeys([*(source.key for source in self.sources.values()), spec.action_key]))
         needed = sum(store.array(k).dtype.itemsize * np.prod(store.array(k).shape[1:]) * store.n_steps for k in keys)
         if cache not in ("auto", "ram", "none"):
             raise ValueError(f"cache must be 'auto', 'ram' or 'none', got {cache!r}")
@@ -112,7 +122,7 @@ class Windows:
         obs_rows = self._rows(windows, self.spec.n_obs_steps)
         act_rows = self._rows(windows, self.spec.horizon)
         return {
-            "obs": {k: self._gather(k, obs_rows) for k in self.spec.obs_keys},
+            "obs": {k: source.apply(self._gather(source.key, obs_rows)) for k, source in self.sources.items()},
             "action": self._gather(self.spec.action_key, act_rows),
         }
 

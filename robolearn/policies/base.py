@@ -31,6 +31,12 @@ class PolicyConfig:
     n_obs_steps: int = 2  # frames of observation history
     horizon: int = 16  # actions predicted per chunk (the chunk starts at the oldest observed step)
     n_action_steps: int = 8  # actions executed from each chunk before replanning
+    # Image encoding (used only when image_keys is non-empty). The defaults are the encoder every image policy
+    # had before these fields existed, so checkpoints written without them rebuild the same network.
+    crop_ratio: float = 0.9  # crop side / image side: random crops while training, a centre crop at eval
+    image_feature_dim: int = 64  # features per camera and frame
+    n_keypoints: int = 32  # spatial-softmax keypoints per camera
+    share_image_encoder: bool = False  # one trunk for all cameras (they must share a shape) instead of one each
 
     def __post_init__(self) -> None:
         if self.n_obs_steps < 1 or self.horizon < 1:
@@ -40,6 +46,13 @@ class PolicyConfig:
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} exceeds "
                 f"horizon {self.horizon}: the executed actions must lie inside the predicted chunk"
             )
+        if not 0.0 < self.crop_ratio <= 1.0:
+            raise ValueError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
+        if self.image_feature_dim < 1 or self.n_keypoints < 1:
+            raise ValueError(f"image_feature_dim ({self.image_feature_dim}) and n_keypoints ({self.n_keypoints}) "
+                             f"must be >= 1")
+        if not isinstance(self.share_image_encoder, bool):
+            raise TypeError(f"share_image_encoder must be true or false, got {self.share_image_encoder!r}")
 
     @classmethod
     def for_spec(cls, spec: EnvSpec, obs_keys: list[str] | None = None, **kwargs) -> PolicyConfig:
@@ -63,7 +76,10 @@ class Policy(nn.Module, abc.ABC):
         self.normalizer = Normalizer(lowdim, image_keys=tuple(config.image_keys))
         if not config.obs_shapes:
             raise ValueError(f"{type(self).__name__} needs at least one observed key in config.obs_shapes")
-        self.obs_encoder = ObsEncoder(config.obs_shapes, config.image_keys, config.n_obs_steps)
+        self.obs_encoder = ObsEncoder(config.obs_shapes, config.image_keys, config.n_obs_steps,
+                                      crop_ratio=config.crop_ratio, feature_dim=config.image_feature_dim,
+                                      n_keypoints=config.n_keypoints,
+                                      share_image_encoder=config.share_image_encoder)
 
     @property
     def device(self) -> torch.device:
