@@ -1,9 +1,28 @@
-"""Test-wide settings: one torch thread (small ops are much slower with 2 on these VMs), headless rendering."""
+"""Test-wide settings: one torch thread (small ops are much slower with 2 on these VMs), headless rendering;
+and the real Push-T release imported once per session for every test module that reads it."""
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+PUSHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pusht_cchi_v7_replay.zarr"
+
+
+@pytest.fixture(scope="session")
+def pusht_store(tmp_path_factory):
+    """The whole Push-T release imported once per session (~20 s) into a temporary store (the shared dataset
+    is only read, and the project's datasets/ folder is never touched)."""
+    if not PUSHT.exists():
+        pytest.skip(f"Push-T replay buffer not found at {PUSHT} (expected in ../shared/data next to the project)")
+    from robolearn.data.formats.diffusion_policy import import_diffusion_policy
+    from robolearn.data.store import EpisodeStore
+
+    dest = tmp_path_factory.mktemp("pusht") / "pusht.zarr"
+    import_diffusion_policy(PUSHT, dest, task="pusht", fps=10, progress=False)
+    return EpisodeStore.open(dest)

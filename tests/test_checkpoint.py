@@ -63,3 +63,26 @@ def test_bad_checkpoints_fail_clearly(tmp_path):
         robolearn.load_policy(tmp_path / "ckpt")
     with pytest.raises(ValueError, match="does not say which task"):
         load_task(tmp_path / "ckpt")
+
+
+def test_checkpoint_written_before_image_settings_and_obs_sources_still_loads(tmp_path):
+    """Checkpoints from before PolicyConfig's image fields and TaskConfig.obs_sources existed rebuild the
+    encoder those versions always built (the defaults) and load their weights unchanged."""
+    from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
+    from tests.helpers import TINY
+
+    config = DiffusionConfig(obs_shapes={"image": [24, 24, 3], "agent_pos": [2]}, image_keys=["image"], **TINY)
+    policy = DiffusionPolicy(config)
+    save_policy(policy, tmp_path / "ckpt", task=TaskConfig())
+    path = tmp_path / "ckpt" / "policy.json"
+    record = json.loads(path.read_text())
+    new_fields = ("crop_ratio", "image_feature_dim", "n_keypoints", "share_image_encoder")
+    old_config = {k: v for k, v in record["config"].items() if k not in new_fields}
+    old_task = {k: v for k, v in record["task"].items() if k != "obs_sources"}
+    path.write_text(json.dumps({**record, "config": old_config, "task": old_task}))
+    loaded = robolearn.load_policy(tmp_path / "ckpt", device="cpu")
+    assert loaded.config == config
+    assert (loaded.config.crop_ratio, loaded.config.image_feature_dim, loaded.config.n_keypoints) == (0.9, 64, 32)
+    for name, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert load_task(tmp_path / "ckpt") == TaskConfig()

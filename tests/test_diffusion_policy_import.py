@@ -26,12 +26,7 @@ def pusht_source():
     return zarr.open_group(store=zarr.storage.LocalStore(PUSHT, read_only=True), mode="r")
 
 
-@pytest.fixture(scope="session")
-def pusht_store(pusht_source, tmp_path_factory):
-    """The whole Push-T release imported once per session (~20 s)."""
-    dest = tmp_path_factory.mktemp("pusht") / "pusht.zarr"
-    import_diffusion_policy(PUSHT, dest, task="pusht", fps=10, progress=False)
-    return EpisodeStore.open(dest)
+# `pusht_store` (the release imported once per session) comes from conftest.py: other modules read it too.
 
 
 def assert_same_blocks(a, b, n: int, key: str) -> None:

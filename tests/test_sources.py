@@ -1,5 +1,6 @@
 import http.server
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def _dp_store(path, n_episodes=3, length=12):
 def test_foreign_dataset_in_shared_is_imported_once_and_reused(isolated):
     state = _dp_store(isolated / "shared" / "data" / "pusht_cchi_v7_replay.zarr")
     store = sources.open_task_store(TaskConfig(), progress=False)
-    assert store.path == isolated / "project" / "datasets" / "pusht.episodes.zarr"
+    # named after the dataset file, not the task, so every task on this dataset shares the import
+    assert store.path == isolated / "project" / "datasets" / "pusht_cchi_v7_replay.episodes.zarr"
     assert np.array_equal(store.read("state"), state) and store.n_episodes == 3 and store.fps == 10
     again = sources.open_task_store(TaskConfig(), progress=False)  # no second import
     assert again.path == store.path and again.n_episodes == 3
@@ -80,3 +82,25 @@ def test_download_unpacks_into_a_subfolder_and_is_found(isolated, tmp_path):
     finally:
         server.shutdown()
     assert store.n_episodes == 3
+
+
+def _forbid_imports(monkeypatch):
+    from robolearn.data.formats import diffusion_policy
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dataset was imported a second time")
+
+    monkeypatch.setattr(diffusion_policy, "import_diffusion_policy", refuse)
+
+
+def test_state_and_image_tasks_share_one_import(isolated, monkeypatch):
+    import yaml
+
+    _dp_store(isolated / "shared" / "data" / "pusht_cchi_v7_replay.zarr")
+    image_yaml = Path(__file__).resolve().parents[1] / "configs" / "task" / "pusht_image.yaml"
+    image_task = TaskConfig(**yaml.safe_load(image_yaml.read_text()))
+    first = sources.open_task_store(TaskConfig(), progress=False)
+    _forbid_imports(monkeypatch)
+    second = sources.open_task_store(image_task, progress=False)
+    assert second.path == first.path and second.n_episodes == 3
+    assert sorted(p.name for p in (isolated / "project" / "datasets").iterdir()) == ["pusht_cchi_v7_replay.episodes.zarr"]

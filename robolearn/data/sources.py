@@ -1,6 +1,8 @@
 """Finding a task's dataset: a path the user gives, $ROBOLEARN_DATA, ./datasets, ../shared/data, or a download.
 
-Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards.
+Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards. The
+import is named after the dataset file, not the task: several tasks train on one dataset (Push-T from state and
+from pixels both read pusht_cchi_v7_replay.zarr), and they share one imported copy.
 """
 from __future__ import annotations
 
@@ -45,6 +47,17 @@ def find_source(task: TaskConfig, path: str | os.PathLike | None = None) -> Path
     return None
 
 
+def imported_store_path(dataset: str) -> Path:
+    """Where the foreign dataset file named `dataset` is imported: datasets/<its stem>.episodes.zarr."""
+    return datasets_dir() / f"{Path(dataset).stem}.episodes.zarr"
+
+
+def find_import(dataset: str) -> Path | None:
+    """An existing import of the dataset file named `dataset`, or None."""
+    path = imported_store_path(dataset)
+    return path if path.exists() else None
+
+
 def download(url: str, dest_dir: Path, timeout: float = 30.0) -> Path:
     """Download and unpack a zip; raises a clear error where there is no network."""
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +79,9 @@ def download(url: str, dest_dir: Path, timeout: float = 30.0) -> Path:
 def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, allow_download: bool = True,
                     progress: bool = True) -> EpisodeStore:
     """The task's demonstrations as an EpisodeStore, importing (and downloading) them when needed."""
-    converted = datasets_dir() / f"{task.name}.episodes.zarr"
-    if path is None and converted.exists():
-        return EpisodeStore.open(converted)
+    existing = find_import(task.dataset) if path is None else None
+    if existing is not None:
+        return EpisodeStore.open(existing)
     source = find_source(task, path)
     if source is None and allow_download and task.dataset_url:
         try:
@@ -86,10 +99,11 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
     from robolearn.data.formats.diffusion_policy import import_diffusion_policy
 
     if path is not None:  # a user-given foreign dataset is imported next to the others, named after it
-        converted = datasets_dir() / f"{Path(path).stem}.episodes.zarr"
-        if converted.exists():
-            return EpisodeStore.open(converted)
-    return import_diffusion_policy(source, converted, task=task.name, fps=task.spec().control_hz, progress=progress)
+        existing = find_import(source.name)
+        if existing is not None:
+            return EpisodeStore.open(existing)
+    return import_diffusion_policy(source, imported_store_path(source.name), task=task.name,
+                                   fps=task.spec().control_hz, progress=progress)
 
 
 def _not_found_message(task: TaskConfig, err: Exception | None = None) -> str:
