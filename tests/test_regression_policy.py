@@ -10,10 +10,7 @@ import torch
 
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
-
-STATE_DIM, ACTION_DIM, HORIZON, N_OBS = 5, 2, 8, 2
-STATE_LO, STATE_HI = -2.0, 3.0
-W = torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.1, 0.3], [0.3, 0.1], [0.0, -0.2]])  # state -> action map
+from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch
 
 
 def tiny_config(**overrides) -> RegressionConfig:
@@ -25,21 +22,7 @@ def tiny_config(**overrides) -> RegressionConfig:
 
 def tiny_policy(**overrides) -> RegressionPolicy:
     torch.manual_seed(0)
-    policy = RegressionPolicy(tiny_config(**overrides))
-    a_bound = float(W.abs().sum(0).max() * max(abs(STATE_LO), abs(STATE_HI)))
-    policy.normalizer.fit({
-        "state": {"min": np.full(STATE_DIM, STATE_LO), "max": np.full(STATE_DIM, STATE_HI)},
-        "action": {"min": np.full(ACTION_DIM, -a_bound), "max": np.full(ACTION_DIM, a_bound)},
-    })
-    return policy
-
-
-def synthetic_batch(b: int, seed: int) -> dict:
-    """Actions are a fixed linear function of the latest state, repeated over the chunk."""
-    g = torch.Generator().manual_seed(seed)
-    state = STATE_LO + (STATE_HI - STATE_LO) * torch.rand(b, N_OBS, STATE_DIM, generator=g)
-    action = (state[:, -1] @ W)[:, None, :].expand(b, HORIZON, ACTION_DIM).contiguous()
-    return {"obs": {"state": state}, "action": action}
+    return fitted(RegressionPolicy(tiny_config(**overrides)))
 
 
 def test_config_round_trips_through_json_and_yaml():
