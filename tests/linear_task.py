@@ -27,3 +27,16 @@ def synthetic_batch(b: int, seed: int) -> dict:
     state = STATE_LO + (STATE_HI - STATE_LO) * torch.rand(b, N_OBS, STATE_DIM, generator=g)
     action = (state[:, -1] @ W)[:, None, :].expand(b, HORIZON, ACTION_DIM).contiguous()
     return {"obs": {"state": state}, "action": action}
+
+
+def train_losses(policy: Policy, data: dict, steps: int, lr: float) -> list[float]:
+    """AdamW on one fixed batch; the loss after each step."""
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = policy.loss(data)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -12,7 +12,7 @@ import torch
 from robolearn.nn.ema import EMA
 from robolearn.nn.unet1d import ConditionalUnet1D
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch
+from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch, train_losses
 
 
 def tiny_config(**overrides) -> DiffusionConfig:
@@ -50,15 +50,7 @@ def test_config_round_trips_through_json():
 
 def test_loss_falls_on_learnable_data():
     policy = tiny_policy()
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
-    data = synthetic_batch(64, seed=1)
-    losses = []
-    for _ in range(60):
-        loss = policy.loss(data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(policy, synthetic_batch(64, seed=1), steps=60, lr=1e-3)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
 

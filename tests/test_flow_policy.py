@@ -12,7 +12,7 @@ import torch
 
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
-from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch
+from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch, train_losses
 
 
 def tiny_config(**overrides) -> FlowConfig:
@@ -49,15 +49,7 @@ def test_yaml_names_every_config_field():
 @pytest.mark.parametrize("overrides", [{}, {"shortcut": False, "time_sampling": "uniform"}])
 def test_loss_falls_on_learnable_data(overrides):
     policy = tiny_policy(**overrides)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    data = synthetic_batch(128, seed=1)
-    losses = []
-    for _ in range(80):
-        loss = policy.loss(data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(policy, synthetic_batch(128, seed=1), steps=80, lr=3e-3)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
 

@@ -10,7 +10,7 @@ import torch
 
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
-from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch
+from tests.linear_task import ACTION_DIM, HORIZON, N_OBS, STATE_DIM, fitted, synthetic_batch, train_losses
 
 
 def tiny_config(**overrides) -> RegressionConfig:
@@ -42,15 +42,7 @@ def test_config_round_trips_through_json_and_yaml():
 @pytest.mark.parametrize("activation", ["mish", "relu"])
 def test_loss_falls_on_learnable_data(activation):
     policy = tiny_policy(activation=activation)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    data = synthetic_batch(64, seed=1)
-    losses = []
-    for _ in range(80):
-        loss = policy.loss(data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(policy, synthetic_batch(64, seed=1), steps=80, lr=3e-3)
     assert all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
 
