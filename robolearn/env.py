@@ -6,6 +6,7 @@ declares, with the declared shapes and dtypes: images are uint8 HxWxC, low-dim v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -67,5 +68,28 @@ class Env(Protocol):
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, dict[str, Any]]: ...
 
     def render(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+StepResult = tuple[Observation, float, bool, dict[str, Any]]
+
+
+@runtime_checkable
+class VectorEnv(Protocol):
+    """`num_envs` envs of one task stepped together, so one batched policy call serves them all.
+
+    `step` takes actions only for the envs still running (index -> action) and returns their results under the
+    same indices; an implementation may step them in parallel (subprocess workers) or in turn.
+    """
+
+    spec: EnvSpec
+    num_envs: int
+
+    def reset(self, seeds: Sequence[int]) -> list[Observation]: ...  # env i reset with seeds[i]
+
+    def step(self, actions: Mapping[int, np.ndarray]) -> dict[int, StepResult]: ...
+
+    def render(self, indices: Sequence[int]) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...

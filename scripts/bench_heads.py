@@ -63,7 +63,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = []
+    results = Path(args.out) / "results.json"
+    # rows of heads not run this time are kept, so the table can be built up one head at a time
+    rows = [r for r in json.loads(results.read_text()) if r["head"] not in args.heads] if results.exists() else []
     for head in args.heads:
         checkpoint = train_head(head, args)
         policy = robolearn.load_policy(checkpoint)
@@ -80,7 +82,7 @@ def main() -> None:
                          "latency_ms": float(np.median(latency)), **report.to_dict()})
             print(f"{head:<10} {name:<9} coverage {report.score_mean:.3f} success {report.success_rate:.2f}", flush=True)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=2))
+        results.write_text(json.dumps(rows, indent=2))
 
     print(f"\n{args.task}, {args.episodes} episodes each (seeds from 100000), {args.steps} training steps per head\n")
     print("| head | sampler | mean max coverage | success rate | train min | NFE | batch-1 ms/chunk |")

@@ -20,6 +20,7 @@ from robolearn.control.loop import ControlLoop, EpisodeResult
 from robolearn.eval.statistics import mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
+from robolearn.sim.vector_env import SerialVectorEnv
 from robolearn.task import TaskConfig
 
 DEFAULT_START_SEED = 100_000  # held-out seeds, as in Diffusion Policy's test episodes
@@ -78,20 +79,19 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     timed = _TimedPolicy(policy)
     generator = torch.Generator(device=policy.device).manual_seed(sample_seed)
     n_envs = max(1, min(n_envs, n_episodes))
-    envs = [task.make_env() for _ in range(n_envs)]
+    envs = SerialVectorEnv([task.make_env() for _ in range(n_envs)])
     results: list[EpisodeResult] = []
     t0 = time.perf_counter()
     try:
         with tqdm(total=n_episodes, desc=f"eval {task.name}", unit="ep", disable=not progress) as bar:
             for first in range(0, n_episodes, n_envs):
                 seeds = [start_seed + i for i in range(first, min(n_episodes, first + n_envs))]
-                loop = ControlLoop(envs[:len(seeds)], PolicyRunner(timed, generator=generator))  # type: ignore[arg-type]
+                loop = ControlLoop(envs, PolicyRunner(timed, generator=generator))  # type: ignore[arg-type]
                 record = [first + j < video_episodes and video_path is not None for j in range(len(seeds))]
                 results += loop.run(seeds, record=record)
                 bar.update(len(seeds))
     finally:
-        for env in envs:
-            env.close()
+        envs.close()
     wall = time.perf_counter() - t0
 
     successes = [r.success for r in results]
