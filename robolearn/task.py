@@ -42,10 +42,16 @@ class TaskConfig:
     dataset_format: str = "diffusion_policy"  # "robolearn" for an EpisodeStore, or an importable format
     dataset_url: str = "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip"
     score_key: str = "max_coverage"  # per-episode info value averaged as the task's score ("" for none)
+    # Sim tasks with a scripted expert: when the dataset is found nowhere, collect this many demonstrations with it
+    # (0: never collect automatically; `robolearn collect` does it by hand).
+    expert: str = ""
+    expert_episodes: int = 0
 
     def __post_init__(self) -> None:
         # Syntax and key checks need no data, so a bad config fails when it is loaded, not hours into a run.
         parse_obs_sources(self.obs_keys, self.obs_sources)
+        if self.expert_episodes < 0 or (self.expert_episodes and not self.expert):
+            raise ValueError(f"task {self.name!r}: expert_episodes={self.expert_episodes} needs an expert name and must be >= 0")
 
     def make_env(self) -> Env:
         return import_object(self.env)(**self.env_kwargs)

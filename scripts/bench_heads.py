@@ -43,6 +43,7 @@ def train_head(head: str, args: argparse.Namespace) -> Path:
                  f"train.num_threads={args.threads}", f"train.seed={args.seed}"]
     if head in UNET_HEADS:
         overrides.append(f"policy.down_dims={args.down_dims}")
+    overrides += args.train_overrides
     trainer = Trainer(RunConfig.from_dict(compose("train", overrides)))
     trainer.fit()
     return checkpoint
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra hydra overrides for training, e.g. policy.n_negatives=63 (say so when reporting)")
     parser.add_argument("--out", default="runs/heads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -61,6 +61,15 @@ def test_missing_dataset_says_where_to_put_it(isolated):
         sources.open_task_store(TaskConfig(), path=isolated / "nope.zarr")
 
 
+def test_missing_sim_dataset_says_how_to_collect_it(isolated):
+    task = TaskConfig(name="lift", dataset="lift_scripted.episodes.zarr", dataset_format="robolearn", dataset_url="",
+                      expert="scripted")
+    with pytest.raises(FileNotFoundError, match="robolearn collect --task lift --expert scripted"):
+        sources.open_task_store(task)
+    with pytest.raises(ValueError, match="expert_episodes=5 needs an expert"):
+        TaskConfig(expert_episodes=5)
+
+
 def test_failed_download_is_reported_with_the_reason(isolated):
     task = TaskConfig(dataset_url="http://127.0.0.1:9/pusht.zip")  # port 9 (discard): connection refused
     with pytest.raises(FileNotFoundError, match="Download failed"):

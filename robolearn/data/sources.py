@@ -83,6 +83,8 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
     if existing is not None:
         return EpisodeStore.open(existing)
     source = find_source(task, path)
+    if source is None and path is None and task.expert and task.expert_episodes:
+        return collect_demonstrations(task, progress=progress)
     if source is None and allow_download and task.dataset_url:
         try:
             download(task.dataset_url, datasets_dir())
@@ -106,9 +108,24 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
                                    fps=task.spec().control_hz, progress=progress)
 
 
+def collect_demonstrations(task: TaskConfig, progress: bool = True) -> EpisodeStore:
+    """A sim task's demonstrations made on the spot by its scripted expert, saved under the datasets folder."""
+    from robolearn.sim.collect import collect
+
+    out = datasets_dir() / task.dataset
+    print(f"no dataset {task.dataset!r} found: collecting {task.expert_episodes} {task.expert} demonstrations into {out}")
+    return collect(task, n_episodes=task.expert_episodes, out=out, expert=task.expert, progress=progress)
+
+
 def _not_found_message(task: TaskConfig, err: Exception | None = None) -> str:
     places = "\n".join(f"  {d / task.dataset}" for d in search_dirs())
     reason = f"\nDownload failed: {err}" if err else ""
+    if task.dataset_url:
+        origin = f"Official source: {task.dataset_url}{reason}"
+    elif task.expert:
+        origin = f"Or make it in simulation: robolearn collect --task {task.name} --expert {task.expert} --episodes 100"
+    else:
+        origin = "This task has no download source; record demonstrations with `robolearn collect`."
     return (f"dataset {task.dataset!r} for task {task.name!r} not found. Looked in:\n{places}\n"
             f"Put it in one of these places, set ${ENV_VAR} to its folder, or pass its path "
-            f"(dataset=/path/to/{task.dataset}). Official source: {task.dataset_url}{reason}")
+            f"(dataset=/path/to/{task.dataset}). {origin}")
