@@ -3,7 +3,7 @@
     robolearn demo   [overrides...]             the main job: train on Push-T for a few minutes, evaluate, report
     robolearn train  [overrides...]             train from configs/train.yaml (hydra overrides: key=value)
     robolearn eval   CHECKPOINT [--episodes N] [--json]
-    robolearn convert SRC DST [--from diffusion_policy | --to diffusion_policy]
+    robolearn convert SRC DST [--from FORMAT | --to FORMAT]     formats: diffusion_policy zarr, robomimic HDF5
     robolearn info   STORE                      episodes, steps, keys of an EpisodeStore
 """
 from __future__ import annotations
@@ -84,16 +84,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+FORMATS = ("diffusion_policy", "robomimic")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from robolearn.data.formats.diffusion_policy import export_diffusion_policy, import_diffusion_policy
+    from robolearn.data.formats.robomimic import export_robomimic, import_robomimic
     from robolearn.data.store import EpisodeStore
 
-    if args.to == "diffusion_policy":
-        out = export_diffusion_policy(EpisodeStore.open(args.src), args.dst, overwrite=args.overwrite)
-        print(f"wrote diffusion_policy zarr {out}")
+    if args.to is not None:
+        export = {"diffusion_policy": export_diffusion_policy, "robomimic": export_robomimic}[args.to]
+        out = export(EpisodeStore.open(args.src), args.dst, overwrite=args.overwrite)
+        print(f"wrote {args.to} file {out}")
         return 0
-    store = import_diffusion_policy(args.src, args.dst, task=args.task, fps=args.fps, overwrite=args.overwrite)
-    print(store)
+    importer = {"diffusion_policy": import_diffusion_policy, "robomimic": import_robomimic}[args.from_]
+    print(importer(args.src, args.dst, task=args.task, fps=args.fps, overwrite=args.overwrite))
     return 0
 
 
@@ -139,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     direction = p.add_mutually_exclusive_group()
-    direction.add_argument("--from", dest="from_", choices=["diffusion_policy"], default="diffusion_policy")
-    direction.add_argument("--to", choices=["diffusion_policy"], help="export the store SRC to this format")
+    direction.add_argument("--from", dest="from_", choices=FORMATS, default="diffusion_policy",
+                           help="format of SRC, imported into the EpisodeStore DST (default: diffusion_policy)")
+    direction.add_argument("--to", choices=FORMATS, help="export the EpisodeStore SRC to this format")
     p.add_argument("--task", help="task name recorded in the store")
     p.add_argument("--fps", type=float, help="control rate recorded in the store")
     p.add_argument("--overwrite", action="store_true")

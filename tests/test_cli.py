@@ -20,10 +20,12 @@ def test_eval_json_prints_one_object_with_the_metrics(tmp_path, capsys):
     assert report["inference_ms_per_chunk"] > 0
 
 
-def test_convert_exports_and_reimports_exactly(tmp_path, capsys):
+@pytest.mark.parametrize("fmt, suffix", [("diffusion_policy", "zarr"), ("robomimic", "hdf5")])
+def test_convert_exports_and_reimports_exactly(tmp_path, capsys, fmt, suffix):
     store = synthetic_pusht_store(tmp_path / "a.zarr")
-    assert main(["convert", str(tmp_path / "a.zarr"), str(tmp_path / "dp.zarr"), "--to", "diffusion_policy"]) == 0
-    assert main(["convert", str(tmp_path / "dp.zarr"), str(tmp_path / "b.zarr"), "--task", "pusht"]) == 0
+    exported = str(tmp_path / f"exported.{suffix}")
+    assert main(["convert", str(tmp_path / "a.zarr"), exported, "--to", fmt]) == 0
+    assert main(["convert", exported, str(tmp_path / "b.zarr"), "--from", fmt, "--task", "pusht", "--fps", "10"]) == 0
     from robolearn.data.store import EpisodeStore
 
     back = EpisodeStore.open(tmp_path / "b.zarr")
