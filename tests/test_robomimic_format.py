@@ -310,8 +310,8 @@ def test_no_data_group(tmp_path):
      r"demo_10/obs/object has 4 steps but demo_10/actions has 5"),
     (lambda a: a.update({"rewards": a["rewards"][:2]}), r"demo_10/rewards has 2 steps but demo_10/actions has 5"),
     (lambda a: a.pop("actions"), r"demo_10 has no 'actions' dataset; every robomimic demo needs one"),
-    (lambda a: a.pop("states"), r"demo_10 has datasets \['rewards', 'dones'\] .* but the first demo has "
-                                r"\['rewards', 'dones', 'states'\]"),
+    (lambda a: a.pop("states"), r"demo_10 has datasets \['actions', 'dones', 'rewards'\] but the first demo has "
+                                r"\['actions', 'dones', 'rewards', 'states'\]; every demo must hold the same datasets"),
     (lambda a: a.update({"dones": a["dones"] * 2}), r"demo_10/dones holds 2 at step 4; dones must be 0 or 1"),
     (lambda a: a["obs/robot0_eef_pos"].__setitem__((2, 1), 1e39),
      r"demo_10/obs/robot0_eef_pos: value 1e\+39 at step 2 is outside float32's range; import with keep_dtypes=True"),
@@ -351,3 +351,64 @@ def test_existing_store_is_kept(tmp_path):
         quiet_import(src, tmp_path / "s.zarr")
     assert EpisodeStore.open(tmp_path / "s.zarr").n_episodes == 5
     assert quiet_import(src, tmp_path / "s.zarr", overwrite=True).n_episodes == 5
+
+
+def test_newer_datasets_and_attributes_round_trip(tmp_path):
+    """Per-step datasets of newer robomimic / MimicGen files (actions_abs, action_dict/, states/ parts) become keys
+    and go back to their paths; extra attributes survive; what cannot be imported (arrays without one row per step,
+    a `total` that is not the sum of the demos) is reported, not silently used."""
+    def newer(name, arrays):
+        steps = len(arrays["actions"])
+        arrays["actions_abs"] = arrays["actions"] + 5.0
+        arrays["action_dict/abs_pos"] = arrays["actions"][:, :3] + 5.0
+        arrays["src_demo_inds"] = np.arange(2)  # per demo, not per step (MimicGen)
+        if name == "demo_1":
+            arrays["datagen_info/eef_pose"] = np.zeros((steps, 4, 4))  # only in one demo
+    src, written = write_robomimic(tmp_path / "f.hdf5", demos={"demo_1": 3, "demo_4": 2}, masks=None, edit=newer)
+    with h5py.File(src, "a") as f:
+        f["data"].attrs["repository_version"] = "0.3.0"
+        f["data"].attrs["total"] = 6
+        f["data/demo_4"].attrs["operator"] = 7
+        f["data/demo_4"].attrs["scores"] = np.array([0.5, 1.0])
+    with pytest.warns(UserWarning) as record:
+        store = quiet_import(src, tmp_path / "s.zarr")
+    messages = " | ".join(str(w.message) for w in record)
+    assert "data.attrs['total'] is 6 but the demos hold 5 steps" in messages
+    assert "['datagen_info/eef_pose', 'src_demo_inds'] do not have one row per step in every demo; not imported" in messages
+    assert {"actions_abs", "action_dict.abs_pos"} <= set(store.keys) and "src_demo_inds" not in store.keys
+    assert store.specs["actions_abs"].dtype == "float32"
+    assert np.array_equal(store.episode(1)["action_dict.abs_pos"], written["demo_4"]["action_dict/abs_pos"].astype(np.float32))
+    assert store.attrs["extra_datasets"] == {"action_dict.abs_pos": "action_dict/abs_pos", "actions_abs": "actions_abs"}
+    assert store.attrs["data_attrs"] == {"repository_version": "0.3.0"} and store.attrs["masks"] == []
+    assert store.episode_meta(1)["attrs"] == {"operator": 7, "scores": [0.5, 1.0]} and "attrs" not in store.episode_meta(0)
+
+    out = export_robomimic(store, tmp_path / "out.hdf5")
+    with h5py.File(out, "r") as f:
+        assert sorted(f["data/demo_4/obs"]) == ["agentview_image", "object", "robot0_eef_pos"]  # extras are not obs
+        assert np.array_equal(f["data/demo_4/actions_abs"][()], store.episode(1)["actions_abs"])
+        assert np.array_equal(f["data/demo_4/action_dict/abs_pos"][()], store.episode(1)["action_dict.abs_pos"])
+        assert f["data"].attrs["repository_version"] == "0.3.0" and f["data"].attrs["total"] == 5
+        assert f["data/demo_4"].attrs["operator"] == 7 and f["data/demo_4"].attrs["scores"].tolist() == [0.5, 1.0]
+        # no masks were recorded: train/valid follow the documented split (2 episodes: none is valid)
+        assert [m.decode() for m in f["mask/train"][()]] == ["demo_1", "demo_4"] and len(f["mask/valid"]) == 0
+    again = quiet_import(out, tmp_path / "again.zarr")
+    assert again.specs == store.specs and again.attrs["extra_datasets"] == store.attrs["extra_datasets"]
+    for key in store.keys:
+        assert np.array_equal(again.read(key), store.read(key)), key
+    assert again.episode_meta(1)["attrs"] == store.episode_meta(1)["attrs"]
+    assert again.attrs["data_attrs"] == store.attrs["data_attrs"]
+
+
+def test_states_as_a_group(tmp_path):
+    """Non-robosuite envs in newer robomimic write states as a group of parts; they stay float64, named sim_state.*"""
+    def parts(name, arrays):
+        states = arrays.pop("states")
+        arrays["states/qpos"], arrays["states/qvel"] = states[:, :4], states[:, 4:]
+    src, written = write_robomimic(tmp_path / "f.hdf5", edit=parts)
+    store = quiet_import(src, tmp_path / "s.zarr")
+    assert "sim_state" not in store.keys and store.specs["sim_state.qvel"].dtype == "float64"
+    assert np.array_equal(store.episode(3)["sim_state.qpos"], written["demo_10"]["states/qpos"])
+    out = export_robomimic(store, tmp_path / "out.hdf5")
+    with h5py.File(out, "r") as f:
+        assert np.array_equal(f["data/demo_10/states/qvel"][()], written["demo_10"]["states/qvel"])
+        assert "sim_state.qvel" not in f["data/demo_10/obs"]

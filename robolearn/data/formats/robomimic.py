@@ -12,9 +12,13 @@ Import mapping and decisions:
 
 - `obs/<key>` -> store key `<key>`; `actions` -> `action`, `rewards` -> `reward`, `dones` -> `done` (uint8 0/1),
   `states` -> `sim_state`. Demos are read in numeric order (demo_2 before demo_10); gaps in the numbering are fine.
+- Other per-step datasets that newer robomimic and MimicGen files add (`actions_abs`, `action_dict/abs_pos`,
+  `states/<part>`, ...) become keys with `/` written as `.` (`actions_abs`, `action_dict.abs_pos`,
+  `sim_state.<part>`) and go back to their paths on export. Datasets without one row per step in every demo
+  (e.g. MimicGen's `src_demo_inds`) are not imported, with a warning naming them.
 - Float64 observations, actions and rewards become float32, as the store's contract asks of low-dim data. That
-  rounds each value to float32 precision (relative error below 6e-8, the same as robomimic's own loader, which
-  casts to float32 too); a value that float32 cannot hold (|x| > 3.4e38) is refused rather than made infinite.
+  rounds each value to float32 precision (relative error below 6e-8; robomimic's own loader casts actions and
+  rewards to float32 too); a value that float32 cannot hold (|x| > 3.4e38) is refused rather than made infinite.
   `sim_state` stays float64: MuJoCo states restore the simulator and must not drift. `keep_dtypes=True` keeps
   every dtype as it is in the file. Images (uint8 HxWxC) are kept as they are.
 - next_obs is not stored as data: robomimic writes it as obs shifted by one step, plus the observation after the
@@ -22,9 +26,10 @@ Import mapping and decisions:
   episode metadata (`final_next_obs`, exact bytes), so export rebuilds next_obs without loss. A file whose
   next_obs is not shifted obs is refused, unless imported with `next_obs="keep"` (stored as `next_obs.<key>`).
 - Episode metadata: `demo` (the source name), `masks` (filters that list it), `model_file` and any other demo
-  attributes (`attrs`). Store attrs: `env_args` (parsed JSON), `masks` (every filter name, empty ones included)
-  and other `data` attributes (`data_attrs`). `num_samples` must match each demo's length; a `total` that is not
-  the sum is warned about (robomimic's reader ignores it); both are recomputed on export.
+  attributes (`attrs`). Store attrs: `env_args` (parsed JSON), `masks` (every filter name, empty ones included),
+  other `data` attributes (`data_attrs`) and `extra_datasets` (store key -> HDF5 path). `num_samples` must match
+  each demo's length; a `total` that is not the sum is warned about (robomimic's reader ignores it); both are
+  recomputed on export. The file's structure is checked for every demo before the store is created.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +56,7 @@ from robolearn.data.store import EpisodeStore, StoreFormatError
 _DEMO = re.compile(r"demo_(\d+)")
 # robomimic dataset name -> store key; obs keys keep their names
 RENAMED = {"actions": "action", "rewards": "reward", "dones": "done", "states": "sim_state"}
-_OPTIONAL = ("rewards", "dones", "states")
-_DEMO_ENTRIES = {"actions", *_OPTIONAL, "obs", "next_obs"}
+_DOCUMENTED = ("actions", "rewards", "dones", "states")  # strict: same datasets in every demo, one row per step
 NEXT_OBS_PREFIX = "next_obs."
 
 
@@ -95,8 +100,19 @@ def unpack_array(packed: Mapping[str, Any]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).copy()
 
 
+def store_key(path: str) -> str:
+    """The store key of a dataset path inside a demo: actions -> action, states/qpos -> sim_state.qpos, a/b -> a.b."""
+    head, _, rest = path.partition("/")
+    head = RENAMED.get(head, head)
+    return f"{head}.{rest.replace('/', '.')}" if rest else head
+
+
 def _first_step(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(len(mask), -1).any(axis=1)))
+
+
+def _rows(dataset: h5py.Dataset) -> int | None:
+    return dataset.shape[0] if dataset.ndim else None
 
 
 def _sorted_demos(data: h5py.Group, source: Path) -> list[str]:
@@ -142,18 +158,6 @@ def _parse_env_args(data: h5py.Group, source: Path) -> dict[str, Any] | None:
     return env_args
 
 
-def _check_total(data: h5py.Group, demos: list[str], source: Path) -> None:
-    """Warn when `total` disagrees with the demos: the data is still consistent, robomimic's reader ignores it."""
-    total = data.attrs.get("total")
-    actions = [data[name].get("actions") for name in demos]
-    if total is None or not all(isinstance(a, h5py.Dataset) and a.ndim for a in actions):
-        return  # a demo without actions is reported, naming it, when it is read
-    steps = sum(a.shape[0] for a in actions)
-    if int(total) != steps:
-        warnings.warn(f"{source}: data.attrs['total'] is {int(total)} but the demos hold {steps} steps; "
-                      f"importing the demos as they are", stacklevel=3)
-
-
 def _to_store_dtype(where: str, value: np.ndarray, keep_dtypes: bool) -> np.ndarray:
     """Refuse NaN/inf (naming demo and key); float64 -> float32 unless a value would overflow."""
     if value.dtype.kind != "f":
@@ -183,80 +187,125 @@ def _dones(where: str, value: np.ndarray, keep_dtypes: bool) -> np.ndarray:
     return value.astype(np.uint8)
 
 
+# ---------------------------------------------------------------------------------------------- layout check
+def _datasets(group: h5py.Group, prefix: str = "") -> dict[str, h5py.Dataset]:
+    """Every dataset of a demo by path, except observations (obs/, next_obs/)."""
+    found: dict[str, h5py.Dataset] = {}
+    for name, item in group.items():
+        path = prefix + name
+        if isinstance(item, h5py.Group):
+            if path not in ("obs", "next_obs"):
+                found.update(_datasets(item, path + "/"))
+        elif isinstance(item, h5py.Dataset):
+            found[path] = item
+    return found
+
+
+def _obs_group(group: h5py.Group, name: str, which: str, source: Path) -> dict[str, h5py.Dataset] | None:
+    if which not in group:
+        return None
+    entries = dict(group[which].items())
+    bad = sorted(k for k, v in entries.items() if not isinstance(v, h5py.Dataset))
+    if bad:
+        raise StoreFormatError(f"{source}: {name}/{which}/{bad[0]} is a group; observations are datasets")
+    return entries
+
+
+@dataclass
+class _Layout:
+    """What the file holds, checked for every demo before anything is written."""
+
+    demos: list[str]
+    obs: list[str]
+    next_obs: bool
+    arrays: dict[str, str]  # dataset path inside a demo -> store key (observations excluded)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, next_obs: str,
+          source: Path) -> _Layout:
+    first_docs: list[str] | None = None
+    first_obs: list[str] = []
+    has_next = False
+    candidates: dict[str, int] = {}  # undocumented path -> demos where it has one row per step
+    seen: set[str] = set()
+    for index, name in enumerate(demos):
+        group = data[name]
+        actions = group.get("actions")
+        if not isinstance(actions, h5py.Dataset):
+            raise StoreFormatError(f"{source}: {name} has no 'actions' dataset; every robomimic demo needs one")
+        steps = _rows(actions) or 0
+        if steps == 0:
+            raise StoreFormatError(f"{source}: {name}/actions is empty; robomimic demos have at least one step")
+        declared = group.attrs.get("num_samples")
+        if declared is not None and int(declared) != steps:
+            raise StoreFormatError(f"{source}: {name} has num_samples = {int(declared)} but {name}/actions has "
+                                   f"{steps} steps")
+        paths = _datasets(group)
+        docs = sorted(p for p in paths if p.split("/")[0] in _DOCUMENTED)
+        obs = _obs_group(group, name, "obs", source) or {}
+        nxt = _obs_group(group, name, "next_obs", source)
+        if index == 0:
+            first_docs, first_obs, has_next = docs, sorted(obs), nxt is not None
+            if obs_keys is not None:
+                missing = sorted(set(obs_keys) - set(obs))
+                if missing:
+                    raise KeyError(f"{source}: {name}/obs has no keys {missing}; it has {first_obs}")
+                first_obs = list(obs_keys)
+        if docs != first_docs:
+            raise StoreFormatError(f"{source}: {name} has datasets {docs} but the first demo has {first_docs}; "
+                                   f"every demo must hold the same datasets")
+        if (obs_keys is None and sorted(obs) != first_obs) or not set(first_obs) <= set(obs):
+            raise StoreFormatError(f"{source}: {name}/obs has keys {sorted(obs)} but the first demo has {first_obs}; "
+                                   f"every demo must hold the same observations")
+        if (nxt is not None) != has_next:
+            raise StoreFormatError(f"{source}: {name} {'has' if nxt is not None else 'lacks'} next_obs, unlike the "
+                                   f"first demo; every demo must hold the same datasets")
+        for path, dataset in [*((p, paths[p]) for p in docs), *((f"obs/{k}", obs[k]) for k in first_obs)]:
+            if _rows(dataset) != steps:
+                got = _rows(dataset) if dataset.ndim else "no time axis"
+                raise StoreFormatError(f"{source}: {name}/{path} has {got} steps but {name}/actions has {steps}; "
+                                       f"every dataset of a demo has one row per step")
+        for key in first_obs if nxt is not None else []:
+            if key not in nxt:
+                raise StoreFormatError(f"{source}: {name}/next_obs has no {key!r}, but {name}/obs has; "
+                                       f"next_obs mirrors obs")
+            if nxt[key].shape != obs[key].shape or nxt[key].dtype != obs[key].dtype:
+                raise StoreFormatError(f"{source}: {name}/next_obs/{key} has shape {nxt[key].shape} dtype "
+                                       f"{nxt[key].dtype}, {name}/obs/{key} has {obs[key].shape} {obs[key].dtype}")
+        for path, dataset in paths.items():
+            if path.split("/")[0] not in _DOCUMENTED:
+                seen.add(path)
+                candidates[path] = candidates.get(path, 0) + (_rows(dataset) == steps)
+    extras = sorted(p for p, n in candidates.items() if n == len(demos))
+    arrays = {p: store_key(p) for p in [*(first_docs or []), *extras]}
+    if next_obs == "keep" and has_next:
+        arrays.update({f"next_obs/{k}": NEXT_OBS_PREFIX + k for k in first_obs})
+    keys = [*arrays.values(), *first_obs]
+    clash = sorted({k for k in keys if keys.count(k) > 1})
+    if clash:
+        raise StoreFormatError(f"{source}: datasets map to the same store keys {clash} (obs keys keep their names, "
+                               f"actions -> action, a/b -> a.b); import with obs_keys=... to leave observations out")
+    return _Layout(demos, first_obs, has_next, arrays, sorted(seen - set(extras)))
+
+
 # ---------------------------------------------------------------------------------------------- import
-class _Plan:
-    """What every demo must hold, taken from the first demo (robomimic files are uniform)."""
-
-    def __init__(self, first: h5py.Group, name: str, obs_keys: Sequence[str] | None, source: Path):
-        self.optional = [k for k in _OPTIONAL if k in first]
-        available = sorted(first["obs"]) if "obs" in first else []
-        if obs_keys is not None:
-            missing = sorted(set(obs_keys) - set(available))
-            if missing:
-                raise KeyError(f"{source}: {name}/obs has no keys {missing}; it has {available}")
-        self.obs = list(obs_keys) if obs_keys is not None else available
-        self.all_obs = obs_keys is None
-        self.next_obs = "next_obs" in first
-        clash = sorted(set(self.obs) & set(RENAMED.values()))
-        if clash:
-            raise StoreFormatError(f"{source}: obs keys {clash} collide with the store keys robomimic datasets map to "
-                                   f"(actions -> action, ...); import with obs_keys=... to leave them out")
-
-
-def _read_demo(group: h5py.Group, name: str, plan: _Plan, source: Path, keep_dtypes: bool,
+def _read_demo(group: h5py.Group, name: str, layout: _Layout, source: Path, keep_dtypes: bool,
                next_obs: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    if "actions" not in group or not isinstance(group["actions"], h5py.Dataset):
-        raise StoreFormatError(f"{source}: {name} has no 'actions' dataset; every robomimic demo needs one")
-    actions = group["actions"][()]
-    steps = len(actions) if actions.ndim else 0
-    if steps == 0:
-        raise StoreFormatError(f"{source}: {name}/actions is empty; robomimic demos have at least one step")
-    declared = group.attrs.get("num_samples")
-    if declared is not None and int(declared) != steps:
-        raise StoreFormatError(f"{source}: {name} has num_samples = {int(declared)} but {name}/actions has {steps} steps")
-
-    def dataset(path: str) -> np.ndarray:
+    arrays: dict[str, np.ndarray] = {}
+    for path, key in layout.arrays.items():
         value = group[path][()]
-        if value.ndim == 0 or len(value) != steps:
-            got = len(value) if value.ndim else "no time axis"
-            raise StoreFormatError(f"{source}: {name}/{path} has {got} steps but {name}/actions has {steps}; "
-                                   f"every dataset of a demo has one row per step")
-        return value
-
-    present = [k for k in _OPTIONAL if k in group]
-    if present != plan.optional:
-        raise StoreFormatError(f"{source}: {name} has datasets {present} of {list(_OPTIONAL)} but the first demo has "
-                               f"{plan.optional}; every demo must hold the same datasets")
-    obs_present = sorted(group["obs"]) if "obs" in group else []
-    if (plan.all_obs and obs_present != plan.obs) or not set(plan.obs) <= set(obs_present):
-        raise StoreFormatError(f"{source}: {name}/obs has keys {obs_present} but the first demo has {plan.obs}; "
-                               f"every demo must hold the same observations")
-    if ("next_obs" in group) != plan.next_obs:
-        raise StoreFormatError(f"{source}: {name} {'has' if 'next_obs' in group else 'lacks'} next_obs, unlike the first "
-                               f"demo; every demo must hold the same datasets")
-
-    arrays = {"action": _to_store_dtype(f"{name}/actions", actions, keep_dtypes)}
-    for key in plan.optional:
-        value = dataset(key)
-        if key == "dones":
-            arrays["done"] = _dones(f"{name}/dones", value, keep_dtypes)
-        else:  # states keep float64: they restore the simulator exactly
-            arrays[RENAMED[key]] = _to_store_dtype(f"{name}/{key}", value, keep_dtypes or key == "states")
+        if path == "dones":
+            arrays[key] = _dones(f"{name}/dones", value, keep_dtypes)
+        else:  # MuJoCo states keep float64: they restore the simulator exactly
+            arrays[key] = _to_store_dtype(f"{name}/{path}", value, keep_dtypes or path.split("/")[0] == "states")
     final: dict[str, Any] = {}
-    for key in plan.obs:
-        obs = dataset(f"obs/{key}")
+    for key in layout.obs:
+        obs = group["obs"][key][()]
         arrays[key] = _to_store_dtype(f"{name}/obs/{key}", obs, keep_dtypes)
-        if not plan.next_obs:
+        if not layout.next_obs or next_obs == "keep":
             continue
-        if key not in group["next_obs"]:
-            raise StoreFormatError(f"{source}: {name}/next_obs has no {key!r}, but {name}/obs has; next_obs mirrors obs")
-        nxt = dataset(f"next_obs/{key}")
-        if nxt.shape != obs.shape or nxt.dtype != obs.dtype:
-            raise StoreFormatError(f"{source}: {name}/next_obs/{key} has shape {nxt.shape} dtype {nxt.dtype}, "
-                                   f"{name}/obs/{key} has {obs.shape} {obs.dtype}")
-        if next_obs == "keep":
-            arrays[NEXT_OBS_PREFIX + key] = _to_store_dtype(f"{name}/next_obs/{key}", nxt, keep_dtypes)
-            continue
+        nxt = group["next_obs"][key][()]
         differs = nxt[:-1] != obs[1:]
         if differs.any():
             raise StoreFormatError(f"{source}: {name}/next_obs/{key} is not {name}/obs/{key} shifted by one step "
@@ -274,6 +323,15 @@ def _read_demo(group: h5py.Group, name: str, plan: _Plan, source: Path, keep_dty
     if final:
         meta["final_next_obs"] = final
     return arrays, meta
+
+
+def _check_total(data: h5py.Group, demos: list[str], source: Path) -> None:
+    """Warn when `total` disagrees with the demos: the data is still consistent, robomimic's reader ignores it."""
+    total = data.attrs.get("total")
+    steps = sum(data[name]["actions"].shape[0] for name in demos)
+    if total is not None and int(total) != steps:
+        warnings.warn(f"{source}: data.attrs['total'] is {int(total)} but the demos hold {steps} steps; "
+                      f"importing the demos as they are", stacklevel=3)
 
 
 def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task: str | None = None,
@@ -300,14 +358,16 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
         demos = _sorted_demos(data, source)
         env_args = _parse_env_args(data, source)
         masks = _read_masks(file, demos, source)
-        plan = _Plan(data[demos[0]], demos[0], obs_keys, source)
+        layout = _scan(data, demos, obs_keys, next_obs, source)
         _check_total(data, demos, source)
-        ignored = sorted({entry for name in demos for entry in data[name]} - _DEMO_ENTRIES)
-        if ignored:
-            warnings.warn(f"{source}: demos hold {ignored}, which robomimic's format does not define; not imported",
+        if layout.ignored:
+            warnings.warn(f"{source}: {layout.ignored} do not have one row per step in every demo; not imported",
                           stacklevel=2)
         attrs: dict[str, Any] = {"imported_from": str(source.resolve()), "format": "robomimic",
                                  "env_args": env_args, "masks": sorted(masks)}
+        extra = {key: path for path, key in layout.arrays.items() if path not in RENAMED and not path.startswith("next_obs/")}
+        if extra:
+            attrs["extra_datasets"] = extra
         data_attrs = _read_attrs(data, {"total", "env_args"}, f"{source}: data")
         if data_attrs:
             attrs["data_attrs"] = data_attrs
@@ -318,7 +378,7 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
 
         def episodes() -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
             for name in tqdm(demos, desc=f"import {source.name}", unit="demo", disable=not progress):
-                arrays, meta = _read_demo(data[name], name, plan, source, keep_dtypes, next_obs)
+                arrays, meta = _read_demo(data[name], name, layout, source, keep_dtypes, next_obs)
                 meta["masks"] = sorted(m for m, members in masks.items() if name in members)
                 yield arrays, meta
 
@@ -375,14 +435,16 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
                      valid_every: int = 10, overwrite: bool = False) -> Path:
     """Write a store as a robomimic HDF5 file, readable by robomimic's SequenceDataset; returns `dest`.
 
-    `obs_keys` defaults to every key but the action, `reward`, `done`, `sim_state` (written as `states`) and
-    `next_obs.*`. next_obs is obs shifted by one step; its last row is the `final_next_obs` recorded at import,
-    else the last observation repeated. A store without `reward` gets zero rewards; without `done`, dones are 1
-    on the last step of each episode only. Masks: those recorded at import are written back; mask/train and
-    mask/valid come from the import when every episode carries them, otherwise every `valid_every`-th episode
-    (indices valid_every-1, 2*valid_every-1, ...) is valid and the rest train. env_args: the argument, else the
-    one recorded at import, else {"env_name": task, "type": null, "env_kwargs": {}} (enough for SequenceDataset;
-    robomimic's rollout tools need a real one). Demo names recorded at import are kept when they are in order.
+    `action_key` becomes `actions`. `obs_keys` defaults to every key but `action`, the action key, `reward`,
+    `done`, `sim_state` (written as `states`), `next_obs.*` and the `extra_datasets` recorded at import (written
+    back to their paths, e.g. `actions_abs`, `action_dict/abs_pos`). next_obs is obs shifted by one step; its
+    last row is the `final_next_obs` recorded at import, else the last observation repeated.
+    A store without `reward` gets zero rewards; without `done`, dones are 1 on the last step of each episode only.
+    Masks: those recorded at import are written back; mask/train and mask/valid come from the import when every
+    episode carries them, otherwise every `valid_every`-th episode (indices valid_every-1, 2*valid_every-1, ...)
+    is valid and the rest train. env_args: the argument, else the one recorded at import, else
+    {"env_name": task, "type": null, "env_kwargs": {}} (enough for SequenceDataset; robomimic's rollout tools need
+    a real one). Demo names recorded at import are kept when they are in numeric order.
     The file is written under a temporary name and renamed, so `dest` is never half-written.
     """
     store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
@@ -396,7 +458,8 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
     keys = store.keys
     if action_key not in keys:
         raise KeyError(f"store {store.path} has no action key {action_key!r}; it has {keys} (pass action_key=...)")
-    special = {action_key, "reward", "done", "sim_state"}
+    extra = {k: p for k, p in (store.attrs.get("extra_datasets") or {}).items() if k in keys and k != action_key}
+    special = {"action", action_key, "reward", "done", "sim_state", *extra}
     if obs_keys is None:
         obs_keys = [k for k in keys if k not in special and not k.startswith(NEXT_OBS_PREFIX)]
     missing = sorted(set(obs_keys) - set(keys))
@@ -410,7 +473,7 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
     names = _demo_names(metas)
     masks = _export_masks(store, metas, names, valid_every)
     specs = store.specs
-    read = [action_key, *obs_keys, *(k for k in ("reward", "done", "sim_state") if k in keys),
+    read = [action_key, *obs_keys, *(k for k in ("reward", "done", "sim_state") if k in keys), *extra,
             *(NEXT_OBS_PREFIX + k for k in obs_keys if NEXT_OBS_PREFIX + k in keys)]
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -430,6 +493,8 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
                 group.create_dataset("dones", data=_export_dones(ep.get("done"), steps, name))
                 if "sim_state" in ep:
                     group.create_dataset("states", data=ep["sim_state"])
+                for key, path in extra.items():
+                    group.create_dataset(path, data=ep[key])
                 obs, nxt = group.create_group("obs"), group.create_group("next_obs")
                 final = meta.get("final_next_obs") or {}
                 for key in obs_keys:
