@@ -412,3 +412,11 @@ def test_states_as_a_group(tmp_path):
     with h5py.File(out, "r") as f:
         assert np.array_equal(f["data/demo_10/states/qvel"][()], written["demo_10"]["states/qvel"])
         assert "sim_state.qvel" not in f["data/demo_10/obs"]
+
+
+def test_empty_states_are_skipped(tmp_path):
+    """robomimic's docs allow an empty `states` dataset for non-robosuite envs: it is no data, so no key."""
+    src, written = write_robomimic(tmp_path / "f.hdf5", edit=lambda name, a: a.update({"states": np.zeros((0,))}))
+    store = quiet_import(src, tmp_path / "s.zarr")
+    assert "sim_state" not in store.keys and store.n_steps == sum(DEMOS.values())
+    assert np.array_equal(store.episode(0)["action"], written["demo_0"]["actions"].astype(np.float32))

@@ -242,6 +242,8 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
             raise StoreFormatError(f"{source}: {name} has num_samples = {int(declared)} but {name}/actions has "
                                    f"{steps} steps")
         paths = _datasets(group)
+        # robomimic's docs let non-robosuite files leave `states` empty: an empty one is not data, so it is skipped
+        paths = {p: d for p, d in paths.items() if not (p.split("/")[0] == "states" and _rows(d) == 0)}
         docs = sorted(p for p in paths if p.split("/")[0] in _DOCUMENTED)
         obs = _obs_group(group, name, "obs", source) or {}
         nxt = _obs_group(group, name, "next_obs", source)
