@@ -546,4 +546,4 @@ def _next_obs(ep: dict[str, np.ndarray], key: str, final: Mapping[str, Any] | No
     return np.concatenate([obs[1:], last[None]], axis=0)
 
 
-__all__ = ["import_robomimic", "export_robomimic", "pack_array", "unpack_array", "RENAMED", "NEXT_OBS_PREFIX"]
+__all__ = ["import_robomimic", "export_robomimic", "pack_array", "unpack_array", "store_key", "RENAMED", "NEXT_OBS_PREFIX"]
