@@ -97,7 +97,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         out = export(EpisodeStore.open(args.src), args.dst, overwrite=args.overwrite)
         print(f"wrote {args.to} file {out}")
         return 0
-    importer = {"diffusion_policy": import_diffusion_policy, "robomimic": import_robomimic}[args.from_]
+    # robomimic datasets are HDF5 files; everything else is taken for a diffusion_policy zarr
+    source_format = args.from_ or ("robomimic" if args.src.suffix in (".hdf5", ".h5") else "diffusion_policy")
+    importer = {"diffusion_policy": import_diffusion_policy, "robomimic": import_robomimic}[source_format]
     print(importer(args.src, args.dst, task=args.task, fps=args.fps, overwrite=args.overwrite))
     return 0
 
@@ -144,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
     direction = p.add_mutually_exclusive_group()
-    direction.add_argument("--from", dest="from_", choices=FORMATS, default="diffusion_policy",
-                           help="format of SRC, imported into the EpisodeStore DST (default: diffusion_policy)")
+    direction.add_argument("--from", dest="from_", choices=FORMATS,
+                           help="format of SRC, imported into the EpisodeStore DST (default: robomimic for .hdf5/.h5 files, "
+                                "else diffusion_policy)")
     direction.add_argument("--to", choices=FORMATS, help="export the EpisodeStore SRC to this format")
     p.add_argument("--task", help="task name recorded in the store")
     p.add_argument("--fps", type=float, help="control rate recorded in the store")

@@ -25,7 +25,7 @@ def test_convert_exports_and_reimports_exactly(tmp_path, capsys, fmt, suffix):
     store = synthetic_pusht_store(tmp_path / "a.zarr")
     exported = str(tmp_path / f"exported.{suffix}")
     assert main(["convert", str(tmp_path / "a.zarr"), exported, "--to", fmt]) == 0
-    assert main(["convert", exported, str(tmp_path / "b.zarr"), "--from", fmt, "--task", "pusht", "--fps", "10"]) == 0
+    assert main(["convert", exported, str(tmp_path / "b.zarr"), "--task", "pusht", "--fps", "10"]) == 0
     from robolearn.data.store import EpisodeStore
 
     back = EpisodeStore.open(tmp_path / "b.zarr")
