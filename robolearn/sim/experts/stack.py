@@ -1,0 +1,74 @@
+"""Scripted Stack expert: pick the red cube (A) like Lift, carry it over the green cube (B), set it down on top
+and let go (success: A rests on B and the fingers no longer hold it).
+
+Phase changes follow the observation: hand over A, at grasp height, fingers settled, A lifted clear of B, A over
+B, A lowered onto B (it stops descending), fingers open. Losing the cube restarts the grasp.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from robolearn.env import Observation
+from robolearn.sim.experts.base import CLOSE, OPEN, ScriptedExpert, nearest_symmetric, object_yaw, yaw_rotation
+
+HALF_A, HALF_B = 0.02, 0.025  # half sizes of the cubes (m)
+
+
+class StackExpert(ScriptedExpert):
+    """Top-down grasp of cube A aligned to its faces; place it centred on cube B."""
+
+    task = "stack"
+    phases = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat")
+
+    def _sample_params(self) -> None:
+        self.hover = self.rng.uniform(0.06, 0.1)
+        self.offset = np.append(self.rng.uniform(-0.004, 0.004, size=2), self.rng.uniform(-0.006, 0.002))
+        self.speed = self.rng.uniform(0.035, 0.05)
+        self.clearance = self.rng.uniform(0.05, 0.08)  # how far A's bottom passes over B's top while carried
+        self.place_offset = self.rng.uniform(-0.005, 0.005, size=2)
+
+    def _plan(self, obs: Observation) -> tuple[np.ndarray, np.ndarray, float, float]:
+        cube_a, rot_a = self.env.body_pose("cubeA_main")
+        cube_b, _ = self.env.body_pose("cubeB_main")
+        pos, cur = self.eef()
+        grasp_rot = yaw_rotation(nearest_symmetric(object_yaw(rot_a), np.pi / 2))
+        grasp = cube_a + self.offset
+        above = grasp + [0.0, 0.0, self.hover]
+        carry_z = cube_b[2] + HALF_B + self.clearance + 2 * HALF_A
+        if self.phase in ("lift", "carry", "lower") and not self.holding:
+            self._go("approach")
+        if self.phase == "approach":
+            if self.reached(above, 0.012, grasp_rot):
+                self._go("descend")
+            return above, grasp_rot, OPEN, self.speed
+        if self.phase == "descend":
+            if self.reached(grasp, 0.006) or self.stalled():
+                self._go("grasp")
+            return grasp, grasp_rot, OPEN, 0.5 * self.speed
+        if self.phase == "grasp":
+            outcome = self.grasp_outcome()
+            if outcome:
+                self._go("lift" if outcome == "held" else "approach")
+            return grasp, grasp_rot, CLOSE, self.speed
+        hold = pos - cube_a  # hand relative to cube A while it is held
+        over_b = cube_b[:2] + self.place_offset + hold[:2]
+        if self.phase == "lift":
+            if cube_a[2] - HALF_A > cube_b[2] + HALF_B + 0.5 * self.clearance:
+                self._go("carry")
+            return np.array([pos[0], pos[1], carry_z + hold[2]]), cur, CLOSE, self.speed
+        if self.phase == "carry":
+            goal = np.array([*over_b, carry_z + hold[2]])
+            if np.linalg.norm(cube_a[:2] + hold[:2] - over_b) < 0.006:
+                self._go("lower")
+            return goal, cur, CLOSE, self.speed
+        if self.phase == "lower":
+            # A's bottom 5 mm above B's top, then let go
+            goal = np.array([*over_b, cube_b[2] + HALF_B + HALF_A + 0.005 + hold[2]])
+            if self.reached(goal, 0.004) or self.stalled():
+                self._go("release")
+            return goal, cur, CLOSE, 0.4 * self.speed
+        if self.phase == "release":
+            if self.steps_in_phase >= 2 and self.fingers_settled():
+                self._go("retreat")
+            return pos, cur, OPEN, self.speed
+        return np.array([pos[0], pos[1], carry_z + 0.05]), cur, OPEN, 0.5 * self.speed
