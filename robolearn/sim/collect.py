@@ -1,0 +1,176 @@
+"""Demonstrations from a scripted expert, written episode by episode into an EpisodeStore.
+
+Resumable: episode i always uses seed `seed_start + i`, and every finished episode is committed atomically, so
+a run killed at any point (even SIGKILL) leaves a readable store of the episodes done so far, and running the
+same command again continues at the next episode. Failed expert episodes are kept (success=False in their
+metadata) rather than dropped, so the store says exactly how good its demonstrations are.
+
+    robolearn collect --task lift --episodes 200          # -> datasets/lift_scripted.episodes.zarr
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robolearn.data.store import EpisodeStore
+from robolearn.env import Env
+from robolearn.task import TaskConfig
+
+EXPERT_KINDS = ("scripted",)
+
+
+def _make_expert(kind: str, env: Env) -> Any:
+    from robolearn.sim.experts import make_expert
+    from robolearn.sim.robosuite_env import RobosuiteEnv
+
+    if kind not in EXPERT_KINDS:
+        raise ValueError(f"unknown expert {kind!r}; expected one of {EXPERT_KINDS}")
+    if not isinstance(env, RobosuiteEnv):
+        raise ValueError(f"scripted experts exist for the robosuite tasks only; this task's env is {type(env).__name__}")
+    return make_expert(env.task, env)
+
+
+def _store_attrs(task: TaskConfig, env: Env, expert: str, seed_start: int) -> dict[str, Any]:
+    return {"source": f"{expert} expert", "expert": expert, "seed_start": int(seed_start), "env": task.env,
+            "env_kwargs": dict(task.env_kwargs), "action_mode": getattr(env, "action_mode", None),
+            "obs_keys": sorted(env.spec.obs), "action_meaning": env.spec.action_meaning}
+
+
+def _open_for_resume(out: Path, task: TaskConfig, attrs: dict[str, Any]) -> EpisodeStore:
+    """Open an existing store to continue it, refusing one made for another task, action mode or seed sequence."""
+    store = EpisodeStore.open(out, mode="a")
+    have = store.attrs
+    problems = []
+    if store.task != task.name:
+        problems.append(f"it belongs to task {store.task!r}, not {task.name!r}")
+    for key in ("action_mode", "obs_keys", "expert", "seed_start"):
+        if key in have and have[key] != attrs[key]:
+            problems.append(f"its {key} is {have[key]!r}, this run's is {attrs[key]!r}")
+    if problems:
+        raise ValueError(f"cannot continue the collection in {out}: {'; '.join(problems)}. "
+                         f"Choose another --out, or delete {out} to start over.")
+    return store
+
+
+def _create(out: Path, task: TaskConfig, fps: float, attrs: dict[str, Any]) -> EpisodeStore:
+    """A new empty store, built under a temporary name and renamed into place so a crash leaves nothing half-made."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.creating-*"):  # left by a run killed while creating
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.creating-{os.getpid()}")
+    EpisodeStore.create(tmp, fps=fps, task=task.name, attrs=attrs)
+    os.replace(tmp, out)
+    return EpisodeStore.open(out, mode="a")
+
+
+def run_episode(env: Env, expert: Any, seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One expert episode: time-major arrays (obs before each action, the action, its reward) and its metadata."""
+    obs = env.reset(seed=seed)
+    expert.reset()
+    frames: dict[str, list[np.ndarray]] = {key: [] for key in env.spec.obs}
+    actions, rewards = [], []
+    done, info = False, {"success": False}
+    while not done:
+        action = np.asarray(expert.act(obs), dtype=np.float32)
+        for key in frames:
+            frames[key].append(obs[key])
+        next_obs, reward, done, info = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        obs = next_obs
+    data = {key: np.stack(values) for key, values in frames.items()}
+    data["action"] = np.stack(actions)
+    data["reward"] = np.asarray(rewards, dtype=np.float32)
+    meta = {"seed": int(seed), "success": bool(info["success"]), "return": float(np.sum(rewards))}
+    return data, meta
+
+
+def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripted", seed_start: int = 0,
+            progress: bool = True) -> EpisodeStore:
+    """Run the task's expert until `out` holds `n_episodes` episodes (episode i: seed seed_start + i)."""
+    from tqdm import tqdm
+
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    if expert not in EXPERT_KINDS:
+        raise ValueError(f"unknown expert {expert!r}; expected one of {EXPERT_KINDS}")
+    out = Path(out)
+    env = task.make_env()
+    try:
+        policy = _make_expert(expert, env)
+        attrs = _store_attrs(task, env, expert, seed_start)
+        resume = out.exists() and any(out.iterdir())
+        store = _open_for_resume(out, task, attrs) if resume else _create(out, task, env.spec.control_hz, attrs)
+        done = store.n_episodes
+        failed = sum(not store.episode_meta(i).get("success", False) for i in range(done))
+        bar = tqdm(total=n_episodes, initial=min(done, n_episodes), desc=f"collect {task.name}", unit="ep",
+                   disable=not progress)
+        for i in range(done, n_episodes):
+            data, meta = run_episode(env, policy, seed_start + i)
+            store.append_episode(data, expert=expert, **meta)
+            failed += not meta["success"]
+            bar.update(1)
+            bar.set_postfix(failed=failed, steps=len(data["action"]))
+        bar.close()
+    finally:
+        env.close()
+    total = store.n_episodes
+    if progress:
+        print(f"{out}: {total} episodes, {total - failed} successful, {failed} failed (kept, success=False)")
+    return EpisodeStore.open(out)
+
+
+def default_out(task_name: str, action_mode: str | None, config_mode: str | None) -> Path:
+    """datasets/<task>_scripted.episodes.zarr (the name the task config looks for); another action mode than the
+    config's gets its own name, so a delta-action task never trains on absolute actions by accident."""
+    from robolearn.data.sources import datasets_dir
+
+    suffix = "" if action_mode == config_mode else f"_{action_mode}"
+    return datasets_dir() / f"{task_name}_scripted{suffix}.episodes.zarr"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robolearn collect", description="Collect demonstrations with a scripted expert.")
+    parser.add_argument("--task", required=True, help="task config name (configs/task/NAME.yaml), e.g. lift, can, stack")
+    parser.add_argument("--expert", default="scripted", choices=EXPERT_KINDS)
+    parser.add_argument("--episodes", type=int, default=100, help="episodes the store should hold when done")
+    parser.add_argument("--out", type=Path, help="store path (default: datasets/<task>_scripted.episodes.zarr)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (episode i: seed + i)")
+    parser.add_argument("--action-mode", choices=("delta", "absolute"), help="default: the task config's")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from robolearn.cli import compose
+
+    try:
+        task = TaskConfig(**compose("train", [f"task={args.task}"])["task"])
+    except Exception as err:  # hydra reports a missing config with its own exception types
+        print(f"robolearn collect: error: cannot load task {args.task!r}: {err}", file=sys.stderr)
+        return 2
+    config_mode = task.env_kwargs.get("action_mode")
+    if args.action_mode:
+        task.env_kwargs = {**task.env_kwargs, "action_mode": args.action_mode}
+    out = args.out or default_out(args.task, task.env_kwargs.get("action_mode"), config_mode)
+    try:
+        store = collect(task, args.episodes, out, expert=args.expert, seed_start=args.seed, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, PermissionError) as err:
+        print(f"robolearn collect: error: {err}", file=sys.stderr)
+        return 2
+    if args.action_mode and args.action_mode != config_mode:
+        print(f"note: task {args.task!r} runs {config_mode!r} actions; train on this store with "
+              f"task.env_kwargs.action_mode={args.action_mode} dataset_path={store.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
