@@ -1,0 +1,368 @@
+"""The safety layer: every command that reaches hardware passes through `SafeRobot`.
+
+Policy of the layer (one rule per kind of bad command):
+- wrong shape or not numbers: `ValueError` at once (a programming error, nothing is sent);
+- non-finite values (NaN, inf, or a rotation too large to represent): REJECTED. The command is dropped, the robot
+  holds via `stop()`, the rejection is counted and a `SafetyViolation` is kept. A NaN means the policy is broken,
+  and no clipped version of it is meaningful;
+- finite values out of range: CLIPPED and counted. Joint targets go into [lower, upper], then within
+  `max_joint_step` and `joint_max_velocity / command_hz` of the measured position; end-effector targets go into
+  the workspace box, then within `max_ee_step` (a ball) and `max_ee_rotation_step` of the measured pose; the gripper
+  goes into [0, 1]. The step limits are applied last, so they always hold; the range limits hold whenever the
+  measured position lies inside them (from outside, a command moves back toward them, one step at a time);
+- a measured state older than `stale_after_s` (or not finite): the command is rejected as for non-finite values,
+  since limits relative to a stale position mean nothing;
+- e-stop engaged or watchdog tripped: every command is refused (counted) until `clear_estop()` / watchdog `reset()`.
+
+`Watchdog` stops the robot once when the loop stops delivering fresh observations or an inference overruns, and
+latches: a human decides when motion resumes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from robolearn.hal.robot import Robot, RobotLimits, RobotState
+
+# Outcomes of one command, returned by SafeRobot's command methods.
+SENT, CLIPPED, REJECTED, BLOCKED = "sent", "clipped", "rejected", "blocked"
+COUNTERS = ("commands", "sent", "clipped", "rejected_non_finite", "rejected_stale", "blocked_estop", "blocked_watchdog",
+            "stops", "estops", "watchdog_trips")
+
+
+@dataclass(frozen=True)
+class SafetyViolation:
+    kind: str  # "non_finite", "stale_state", "clipped", "estop", "watchdog", "blocked"
+    command: str  # "joint_positions", "ee_pose", "gripper" or "" for events
+    detail: str
+    timestamp: float  # time.monotonic()
+
+
+class RobotHalted(RuntimeError):
+    """Raised by RobotEnv when the e-stop or the watchdog holds the robot: the episode cannot go on."""
+
+
+class Watchdog:
+    """Stops the robot when observations go stale or an inference overruns `timeout_s`; latches until `reset()`.
+
+    The loop calls `feed(t)` with each fresh observation's timestamp and wraps inference in `with inference():`.
+    `check()` does the test; `start()` runs it in a background thread so a hung loop is still caught. Until the
+    first `feed` or `arm()` nothing is watched (startup and homing are not episodes).
+    """
+
+    def __init__(self, timeout_s: float, stop: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if not timeout_s > 0:
+            raise ValueError(f"watchdog timeout_s must be positive, got {timeout_s}")
+        self.timeout_s = float(timeout_s)
+        self.stop = stop
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_fresh: float | None = None
+        self._inference_started: float | None = None
+        self._tripped = False
+        self.reason = ""
+        self.trips = 0
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    @property
+    def tripped(self) -> bool:
+        return self._tripped
+
+    @property
+    def armed(self) -> bool:
+        return self._last_fresh is not None
+
+    def arm(self) -> None:
+        """Start watching now, as if a fresh observation had just arrived."""
+        with self._lock:
+            self._last_fresh = self.clock()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._last_fresh = None
+            self._inference_started = None
+
+    def feed(self, timestamp: float | None = None) -> None:
+        """A fresh observation measured at `timestamp` (monotonic; default now). An old timestamp does not refresh."""
+        t = self.clock() if timestamp is None else float(timestamp)
+        with self._lock:
+            self._last_fresh = t if self._last_fresh is None else max(self._last_fresh, t)
+
+    def inference_started(self) -> None:
+        with self._lock:
+            self._inference_started = self.clock()
+            if self._last_fresh is None:
+                self._last_fresh = self._inference_started
+
+    def inference_finished(self) -> None:
+        with self._lock:
+            self._inference_started = None
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        self.inference_started()
+        try:
+            yield
+        finally:
+            self.inference_finished()
+
+    def check(self, now: float | None = None) -> bool:
+        """Trip if observations are stale or an inference overran; returns whether the watchdog is tripped."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            if self._tripped or self._last_fresh is None:
+                return self._tripped
+            if self._inference_started is not None and now - self._inference_started > self.timeout_s:
+                reason = f"inference has run {now - self._inference_started:.3f} s (timeout {self.timeout_s} s)"
+            elif now - self._last_fresh > self.timeout_s:
+                reason = f"no fresh observation for {now - self._last_fresh:.3f} s (timeout {self.timeout_s} s)"
+            else:
+                return False
+            self._tripped = True  # latched before stopping, so stop() runs exactly once
+            self.reason = reason
+            self.trips += 1
+        if self.stop is not None:
+            self.stop()
+        return True
+
+    def reset(self) -> None:
+        """Clear a trip and stop watching until the next feed / arm."""
+        with self._lock:
+            self._tripped = False
+            self.reason = ""
+            self._last_fresh = None
+            self._inference_started = None
+
+    def start(self, poll_s: float | None = None) -> None:
+        """Check in a background thread every `poll_s` (default a fifth of the timeout, at most 20 ms)."""
+        if self._thread is not None:
+            return
+        period = poll_s if poll_s is not None else min(self.timeout_s / 5, 0.02)
+        self._closing.clear()
+
+        def run() -> None:
+            while not self._closing.wait(period):
+                self.check()
+
+        self._thread = threading.Thread(target=run, name="watchdog", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+
+class SafeRobot:
+    """A `Robot` that wraps another and enforces `limits` on every command (see the module docstring).
+
+    `command_hz` is the rate at which commands pass through this wrapper (the velocity limit allows
+    `joint_max_velocity / command_hz` per command); by default the wrapped robot's. Command methods return
+    SENT, CLIPPED, REJECTED or BLOCKED.
+    """
+
+    def __init__(self, robot: Robot, limits: RobotLimits | None = None, stale_after_s: float = 0.1,
+                 command_hz: float | None = None, watchdog: Watchdog | None = None, max_violations: int = 1000):
+        self.robot = robot
+        self.limits = limits if limits is not None else robot.limits
+        if not isinstance(self.limits, RobotLimits):
+            raise TypeError(f"limits must be a RobotLimits, got {type(self.limits).__name__}")
+        if not stale_after_s > 0:
+            raise ValueError(f"stale_after_s must be positive, got {stale_after_s}")
+        self.command_hz = float(command_hz if command_hz is not None else robot.command_hz)
+        if not self.command_hz > 0:
+            raise ValueError(f"command_hz must be positive, got {self.command_hz}")
+        robot_limits = getattr(robot, "limits", None)
+        if isinstance(robot_limits, RobotLimits) and robot_limits.n_joints != self.limits.n_joints:
+            raise ValueError(f"limits declare {self.limits.n_joints} joints but {robot.name} has {robot_limits.n_joints}")
+        self.name = f"safe({robot.name})"
+        self.stale_after_s = float(stale_after_s)
+        lim = self.limits
+        self._lower, self._upper = np.array(lim.joint_lower, float), np.array(lim.joint_upper, float)
+        self._joint_step = np.minimum(lim.max_joint_step, np.array(lim.joint_max_velocity, float) / self.command_hz)
+        self._box_low, self._box_high = np.array(lim.workspace_low, float), np.array(lim.workspace_high, float)
+        self._lock = threading.RLock()
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.violations: deque[SafetyViolation] = deque(maxlen=max_violations)
+        self._estop_reason: str | None = None
+        self.last_sent: dict[str, np.ndarray | float] = {}  # the latest command of each kind that reached the robot
+        self.watchdog: Watchdog | None = None
+        if watchdog is not None:
+            self.attach_watchdog(watchdog)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def estopped(self) -> bool:
+        return self._estop_reason is not None
+
+    @property
+    def halted(self) -> str:
+        """Why commands are refused now ("" when they are not)."""
+        if self._estop_reason is not None:
+            return f"e-stop engaged ({self._estop_reason}); call clear_estop() once it is safe"
+        if self.watchdog is not None and self.watchdog.tripped:
+            return f"watchdog tripped: {self.watchdog.reason}; call watchdog.reset() once it is safe"
+        return ""
+
+    def attach_watchdog(self, watchdog: Watchdog) -> None:
+        """Make `watchdog` stop the wrapped robot when it trips, and refuse commands while it is tripped."""
+        watchdog.stop = self._on_watchdog
+        self.watchdog = watchdog
+
+    def _record(self, kind: str, command: str, detail: str) -> None:
+        self.violations.append(SafetyViolation(kind, command, detail, time.monotonic()))
+
+    def _on_watchdog(self) -> None:
+        with self._lock:
+            self.counters["watchdog_trips"] += 1
+            self._record("watchdog", "", self.watchdog.reason if self.watchdog else "")
+        self.stop()
+
+    def estop(self, reason: str = "operator") -> None:
+        """Stop now and refuse every command until `clear_estop()`. Safe to call from any thread."""
+        with self._lock:
+            if self._estop_reason is None:
+                self.counters["estops"] += 1
+                self._record("estop", "", reason)
+            self._estop_reason = reason
+        self.stop()
+
+    def clear_estop(self) -> None:
+        with self._lock:
+            self._estop_reason = None
+
+    # ------------------------------------------------------------------ Robot protocol
+    def connect(self) -> None:
+        self.robot.connect()
+
+    def disconnect(self) -> None:
+        self.robot.disconnect()
+
+    def read_state(self) -> RobotState:
+        return self.robot.read_state()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.counters["stops"] += 1
+        self.robot.stop()
+
+    # ------------------------------------------------------------------ gating
+    @staticmethod
+    def _as_array(values, shape: tuple[int, ...], what: str) -> np.ndarray:
+        try:
+            a = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{what} must be numbers, got {values!r}") from err
+        if a.shape != shape:
+            raise ValueError(f"{what} must have shape {shape}, got shape {a.shape}; check the action layout / rig's joint count")
+        return a
+
+    def _blocked(self, command: str) -> bool:
+        """Count and refuse a command while the e-stop or the watchdog holds the robot."""
+        if self._estop_reason is not None:
+            self.counters["blocked_estop"] += 1
+            return True
+        if self.watchdog is not None and (self.watchdog.tripped or self.watchdog.check()):
+            self.counters["blocked_watchdog"] += 1
+            return True
+        return False
+
+    def _reject(self, kind: str, command: str, detail: str) -> str:
+        self.counters["rejected_non_finite" if kind == "non_finite" else "rejected_stale"] += 1
+        self._record(kind, command, detail)
+        self.stop()
+        return REJECTED
+
+    def _measured(self, command: str) -> RobotState | str:
+        """The measured state, or REJECTED when it is stale or not finite."""
+        state = self.robot.read_state()
+        age = time.monotonic() - state.timestamp
+        if age > self.stale_after_s:
+            return self._reject("stale_state", command, f"measured state is {age:.3f} s old (limit {self.stale_after_s} s)")
+        if not (np.all(np.isfinite(state.joint_positions)) and np.all(np.isfinite(state.ee_pose))):
+            return self._reject("stale_state", command, "measured state is not finite")
+        return state
+
+    def _send(self, command: str, clipped: bool, detail: str) -> str:
+        self.counters["sent"] += 1
+        if clipped:
+            self.counters["clipped"] += 1
+            self._record("clipped", command, detail)
+        return CLIPPED if clipped else SENT
+
+    # ------------------------------------------------------------------ commands
+    def command_joint_positions(self, q: np.ndarray) -> str:
+        target = self._as_array(q, (self.limits.n_joints,), "joint position command")
+        with self._lock:
+            self.counters["commands"] += 1
+            if self._blocked("joint_positions"):
+                return BLOCKED
+            if not np.all(np.isfinite(target)):
+                return self._reject("non_finite", "joint_positions", f"non-finite joint targets {target.tolist()}")
+            state = self._measured("joint_positions")
+            if isinstance(state, str):
+                return state
+            measured = np.asarray(state.joint_positions, dtype=np.float64)
+            if measured.shape != target.shape:
+                raise RuntimeError(f"{self.robot.name} reports {measured.size} joints but its limits declare {target.size}")
+            safe = np.clip(target, self._lower, self._upper)
+            safe = np.clip(safe, measured - self._joint_step, measured + self._joint_step)
+            clipped = not np.array_equal(safe, target)
+            self.robot.command_joint_positions(safe)
+            self.last_sent["joint_positions"] = safe
+            return self._send("joint_positions", clipped, f"joint targets moved by up to {np.abs(safe - target).max():.4g} rad")
+
+    def command_ee_pose(self, pose: np.ndarray) -> str:
+        target = self._as_array(pose, (6,), "end-effector pose command (x, y, z, rx, ry, rz)")
+        with self._lock:
+            self.counters["commands"] += 1
+            if self._blocked("ee_pose"):
+                return BLOCKED
+            # A finite rotation vector whose norm overflows names no rotation: treat it like a NaN.
+            if not (np.all(np.isfinite(target)) and np.isfinite(np.linalg.norm(target[3:]))):
+                return self._reject("non_finite", "ee_pose", f"non-finite end-effector target {target.tolist()}")
+            state = self._measured("ee_pose")
+            if isinstance(state, str):
+                return state
+            measured = np.asarray(state.ee_pose, dtype=np.float64)
+            position = np.clip(target[:3], self._box_low, self._box_high)
+            move = position - measured[:3]
+            distance = np.linalg.norm(move)
+            if distance > self.limits.max_ee_step:
+                position = measured[:3] + move * (self.limits.max_ee_step / distance)
+            current = Rotation.from_rotvec(measured[3:])
+            relative = Rotation.from_rotvec(target[3:]) * current.inv()
+            angle = relative.magnitude()
+            rotation = target[3:]
+            if angle > self.limits.max_ee_rotation_step:
+                limited = Rotation.from_rotvec(relative.as_rotvec() * (self.limits.max_ee_rotation_step / angle))
+                rotation = (limited * current).as_rotvec()
+            safe = np.concatenate([position, rotation])
+            clipped = not np.array_equal(safe, target)
+            self.robot.command_ee_pose(safe)
+            self.last_sent["ee_pose"] = safe
+            return self._send("ee_pose", clipped, f"position moved by {np.linalg.norm(position - target[:3]):.4g} m, "
+                              f"rotation limited from {angle:.4g} rad")
+
+    def command_gripper(self, closed: float) -> str:
+        g = float(self._as_array(closed, (), "gripper command (0 open .. 1 closed)"))
+        with self._lock:
+            self.counters["commands"] += 1
+            if self._blocked("gripper"):
+                return BLOCKED
+            if not np.isfinite(g):
+                return self._reject("non_finite", "gripper", f"non-finite gripper command {g}")
+            safe = min(max(g, 0.0), 1.0)
+            self.robot.command_gripper(safe)
+            self.last_sent["gripper"] = safe
+            return self._send("gripper", safe != g, f"gripper {g} clipped to {safe}")
