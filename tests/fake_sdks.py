@@ -162,3 +162,166 @@ def _check_servo_args(target, lookahead_time: float, gain: float) -> None:
         raise ValueError(f"lookahead_time {lookahead_time} out of range [0.03, 0.2]")
     if not 100 <= gain <= 2000:
         raise ValueError(f"gain {gain} out of range [100, 2000]")
+
+
+# ---------------------------------------------------------------- scservo_sdk (Feetech) / dynamixel_sdk (Robotis)
+
+# Register maps from the vendors' control tables, written out here independently of the driver's own tables.
+FEETECH_REGS = {"mode": 33, "torque": 40, "goal": (42, 2), "position": (56, 2), "speed": (58, 2)}  # STS3215
+DYNAMIXEL_REGS = {"mode": 11, "torque": 64, "goal": (116, 4), "position": (132, 4), "speed": (128, 4)}  # X-series
+COMM_SUCCESS = 0
+
+
+class FakeServoBus:
+    """Servos on one serial port: a 256-byte register memory per motor, position servos that reach their goal
+    at once while torque is on. `sdk()` returns a stand-in for `scservo_sdk` or `dynamixel_sdk`."""
+
+    def __init__(self, protocol: str, models: dict[int, int], port: str = "/dev/ttyACM0", baudrate: int = 1_000_000,
+                 mode: int | None = None):
+        self.protocol = protocol
+        self.regs = FEETECH_REGS if protocol == "feetech" else DYNAMIXEL_REGS
+        self.rx_timeout = -6 if protocol == "feetech" else -3001  # each SDK's COMM_RX_TIMEOUT
+        self.port, self.baudrate = port, baudrate
+        self.models = dict(models)
+        self.memory = {i: bytearray(256) for i in models}
+        for i in models:
+            self.memory[i][self.regs["mode"]] = (0 if protocol == "feetech" else 3) if mode is None else mode
+        self.log = CallLog()
+        self.port_open = False
+        self.port_baud: int | None = None
+
+    def get(self, motor_id: int, address: int, n: int) -> int:
+        return int.from_bytes(self.memory[motor_id][address:address + n], "little")
+
+    def set(self, motor_id: int, address: int, n: int, value: int) -> None:
+        self.memory[motor_id][address:address + n] = (value & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
+
+    def set_present(self, motor_id: int, ticks: int, speed_raw: int = 0) -> None:
+        self.set(motor_id, *self.regs["position"], ticks)
+        self.set(motor_id, *self.regs["speed"], speed_raw)
+
+    def torque(self, motor_id: int) -> int:
+        return self.memory[motor_id][self.regs["torque"]]
+
+    def _answers(self, motor_id: int) -> bool:
+        return self.port_open and self.port_baud == self.baudrate and motor_id in self.models
+
+    def _write(self, motor_id: int, address: int, data: list[int]) -> None:
+        self.memory[motor_id][address:address + len(data)] = bytes(data)
+        goal = self.regs["goal"][0]
+        if (address == goal or address == self.regs["torque"]) and self.torque(motor_id):  # torque on: go to the goal
+            position, n = self.regs["position"]
+            self.memory[motor_id][position:position + n] = self.memory[motor_id][goal:goal + n]
+
+    def sdk(self) -> SimpleNamespace:
+        bus = self
+
+        class PortHandler:
+            def __init__(self, port_name: str):
+                self.port_name = port_name
+
+            def openPort(self) -> bool:
+                if self.port_name != bus.port:  # pyserial's SerialException is an OSError
+                    raise OSError(2, f"could not open port {self.port_name}: [Errno 2] No such file or directory")
+                bus.port_open = True
+                return True
+
+            def setBaudRate(self, baudrate: int) -> bool:
+                bus.log.record("setBaudRate", baudrate)
+                if baudrate not in (9600, 57600, 115200, 500_000, 1_000_000, 2_000_000, 3_000_000, 4_000_000):
+                    return False
+                bus.port_baud = baudrate
+                return True
+
+            def closePort(self) -> None:
+                bus.log.record("closePort")
+                bus.port_open = False
+
+        class PacketHandler:
+            def __init__(self, protocol):
+                bus.log.record("PacketHandler", protocol)
+
+            def ping(self, port, motor_id):
+                bus.log.record("ping", motor_id)
+                if not bus._answers(motor_id):
+                    return 0, bus.rx_timeout, 0
+                return bus.models[motor_id], COMM_SUCCESS, 0
+
+            def read1ByteTxRx(self, port, motor_id, address):
+                bus.log.record("read1", motor_id, address)
+                if not bus._answers(motor_id):
+                    return 0, bus.rx_timeout, 0
+                return bus.memory[motor_id][address], COMM_SUCCESS, 0
+
+            def write1ByteTxRx(self, port, motor_id, address, data):
+                bus.log.record("write1", motor_id, address, data)
+                if not bus._answers(motor_id):
+                    return bus.rx_timeout, 0
+                bus._write(motor_id, address, [data])
+                return COMM_SUCCESS, 0
+
+            def getTxRxResult(self, result):
+                return "[TxRxResult] Communication success!" if result == COMM_SUCCESS else \
+                    "[TxRxResult] There is no status packet!"
+
+            def getRxPacketError(self, error):
+                return f"[RxPacketError] error bits {error:#04x}"
+
+        class GroupSyncRead:
+            def __init__(self, port, ph, start_address, data_length):
+                self.start_address, self.data_length = start_address, data_length
+                self.ids: list[int] = []
+                self.data: dict[int, bytes] = {}
+
+            def addParam(self, motor_id) -> bool:
+                if motor_id in self.ids:
+                    return False
+                self.ids.append(motor_id)
+                return True
+
+            def txRxPacket(self) -> int:
+                bus.log.record("sync_read", self.start_address, self.data_length, tuple(self.ids))
+                self.data = {}
+                for motor_id in self.ids:
+                    if not bus._answers(motor_id):
+                        return bus.rx_timeout
+                    a = self.start_address
+                    self.data[motor_id] = bytes(bus.memory[motor_id][a:a + self.data_length])
+                return COMM_SUCCESS
+
+            def isAvailable(self, motor_id, address, data_length) -> bool:
+                return (motor_id in self.data and address >= self.start_address
+                        and address + data_length <= self.start_address + self.data_length)
+
+            def getData(self, motor_id, address, data_length) -> int:
+                if not self.isAvailable(motor_id, address, data_length):
+                    return 0
+                offset = address - self.start_address
+                return int.from_bytes(self.data[motor_id][offset:offset + data_length], "little")
+
+        class GroupSyncWrite:
+            def __init__(self, port, ph, start_address, data_length):
+                self.start_address, self.data_length = start_address, data_length
+                self.params: dict[int, list[int]] = {}
+
+            def addParam(self, motor_id, data) -> bool:
+                if motor_id in self.params or len(data) > self.data_length:
+                    return False
+                self.params[motor_id] = list(data)
+                return True
+
+            def clearParam(self) -> None:
+                self.params = {}
+
+            def txPacket(self) -> int:
+                # a sync write is a broadcast: no status packet, so nothing tells the host that a motor is missing
+                bus.log.record("sync_write", self.start_address, self.data_length, dict(self.params))
+                if not bus.port_open:
+                    return -1001  # COMM_TX_FAIL
+                for motor_id, data in self.params.items():
+                    if motor_id in bus.models:
+                        bus._write(motor_id, self.start_address, data)
+                return COMM_SUCCESS
+
+        return SimpleNamespace(PortHandler=PortHandler, PacketHandler=PacketHandler, GroupSyncRead=GroupSyncRead,
+                               GroupSyncWrite=GroupSyncWrite, COMM_SUCCESS=COMM_SUCCESS, COMM_RX_TIMEOUT=self.rx_timeout)
