@@ -325,3 +325,131 @@ class FakeServoBus:
 
         return SimpleNamespace(PortHandler=PortHandler, PacketHandler=PacketHandler, GroupSyncRead=GroupSyncRead,
                                GroupSyncWrite=GroupSyncWrite, COMM_SUCCESS=COMM_SUCCESS, COMM_RX_TIMEOUT=self.rx_timeout)
+
+
+# ---------------------------------------------------------------- franky (Franka)
+
+class FakeFranka:
+    """A Franka arm behind franky's Python API. A motion stays active for `motion_s` after `move`; like franky,
+    preempting an active motion with one of another control type raises, and a robot in a reflex refuses moves."""
+
+    class InvalidMotionTypeException(RuntimeError):
+        pass
+
+    class ControlException(RuntimeError):
+        pass
+
+    def __init__(self, host: str = "172.16.0.2", motion_s: float = 0.05, max_width: float = 0.08):
+        self.host = host
+        self.log = CallLog()
+        self.motion_s = motion_s
+        self.q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+        self.dq = np.zeros(7)
+        self.translation = np.array([0.307, 0.0, 0.487])
+        self.quaternion = np.array([1.0, 0.0, 0.0, 0.0])  # x, y, z, w: flange pointing down
+        self.width, self.max_width = max_width, max_width
+        self.in_reflex = False
+        self.dynamics_factor = 1.0
+        self._active: tuple[str, float] | None = None  # (motion type, end time)
+
+    def sdk(self) -> SimpleNamespace:
+        fake = self
+
+        class ReferenceType:
+            Absolute = "Absolute"
+            Relative = "Relative"
+
+        class Affine:
+            def __init__(self, translation=(0.0, 0.0, 0.0), quaternion=(0.0, 0.0, 0.0, 1.0)):
+                self.translation = np.asarray(translation, float)
+                self.quaternion = np.asarray(quaternion, float)
+
+        class JointMotion:
+            def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
+                         return_when_finished=True):
+                if len(target) != 7:
+                    raise TypeError("JointMotion target must have 7 values")
+                self.target, self.reference_type = np.asarray(target, float), reference_type
+
+        class CartesianMotion:
+            def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
+                         return_when_finished=True, ee_frame=None):
+                self.target, self.reference_type = target, reference_type
+
+        class Robot:
+            def __init__(self, fci_hostname: str, relative_dynamics_factor=1.0, **kw):
+                if fci_hostname != fake.host:
+                    raise RuntimeError(f"libfranka: Connection to FCI failed: {fci_hostname}: connection timeout")
+                fake.log.record("Robot", fci_hostname)
+
+            @property
+            def relative_dynamics_factor(self):
+                return fake.dynamics_factor
+
+            @relative_dynamics_factor.setter
+            def relative_dynamics_factor(self, value):
+                if not 0 < value <= 1:
+                    raise ValueError("relative dynamics factor must be in (0, 1]")
+                fake.log.record("relative_dynamics_factor", value)
+                fake.dynamics_factor = value
+
+            def recover_from_errors(self):
+                fake.log.record("recover_from_errors")
+                fake.in_reflex = False
+
+            def move(self, motion, asynchronous=False, limit_rate=False, cutoff_frequency=100.0):
+                kind = "joint" if isinstance(motion, JointMotion) else "cartesian"
+                fake.log.record("move", motion, asynchronous)
+                if fake.in_reflex:
+                    raise FakeFranka.ControlException("Motion aborted by reflex! [cartesian_reflex]")
+                now = time.monotonic()
+                if fake._active is not None and fake._active[1] > now and fake._active[0] != kind:
+                    raise FakeFranka.InvalidMotionTypeException("The type of motion cannot change during runtime")
+                fake._active = (kind, now + fake.motion_s)
+                if kind == "joint":
+                    fake.q = motion.target.copy()
+                else:
+                    fake.translation, fake.quaternion = motion.target.translation.copy(), motion.target.quaternion.copy()
+
+            def join_motion(self, timeout=None):
+                fake.log.record("join_motion", timeout)
+                if fake._active is not None:
+                    sleep_until(fake._active[1])
+                fake._active = None
+                return True
+
+            def stop(self):
+                fake.log.record("stop")
+                fake._active = None
+
+            @property
+            def current_joint_state(self):
+                return SimpleNamespace(position=fake.q.copy(), velocity=fake.dq.copy())
+
+            @property
+            def current_cartesian_state(self):
+                pose = SimpleNamespace(end_effector_pose=Affine(fake.translation.copy(), fake.quaternion.copy()))
+                return SimpleNamespace(pose=pose)
+
+        class Gripper:
+            def __init__(self, fci_hostname: str):
+                fake.log.record("Gripper", fci_hostname)
+
+            @property
+            def width(self):
+                return fake.width
+
+            @property
+            def max_width(self):
+                return fake.max_width
+
+            def grasp_async(self, width, speed, force, epsilon_inner=0.005, epsilon_outer=0.005):
+                fake.log.record("grasp_async", width, speed, force, epsilon_inner, epsilon_outer)
+                fake.width = 0.02  # closed on a 2 cm object
+
+            def open_async(self, speed):
+                fake.log.record("open_async", speed)
+                fake.width = fake.max_width
+
+        return SimpleNamespace(Robot=Robot, Gripper=Gripper, JointMotion=JointMotion, CartesianMotion=CartesianMotion,
+                               Affine=Affine, ReferenceType=ReferenceType)

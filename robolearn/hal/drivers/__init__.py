@@ -1,7 +1,11 @@
 """Drivers behind the hal protocols. Vendor SDKs are optional (`pip install 'robolearn[hardware]'`) and imported
 only when a driver connects, so importing this package never needs them."""
 from robolearn.hal.drivers.bus_arm import ArmCalibration, BusArm, GripperCalibration, MotorCalibration
+from robolearn.hal.drivers.franka import FrankaRobot
 from robolearn.hal.drivers.kinematic_chain import ChainJoint, KinematicChain
 from robolearn.hal.drivers.ur_rtde import URRobot
 
-__all__ = ["ArmCalibration", "BusArm", "ChainJoint", "GripperCalibration", "KinematicChain", "MotorCalibration", "URRobot"]
+__all__ = [
+    "ArmCalibration", "BusArm", "ChainJoint", "FrankaRobot", "GripperCalibration", "KinematicChain", "MotorCalibration",
+    "URRobot",
+]
