@@ -3,6 +3,7 @@
     robolearn demo   [overrides...]             the main job: train on Push-T for a few minutes, evaluate, report
     robolearn train  [overrides...]             train from configs/train.yaml (hydra overrides: key=value)
     robolearn eval   CHECKPOINT [--episodes N] [--json]
+    robolearn collect --task lift [--episodes N]  scripted demonstrations in simulation into an EpisodeStore
     robolearn convert SRC DST [--from FORMAT | --to FORMAT]     formats: diffusion_policy zarr, robomimic HDF5
     robolearn info   STORE                      episodes, steps, keys of an EpisodeStore
 """
@@ -84,6 +85,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from robolearn.sim.collect import main as collect_in_sim
+
+    return collect_in_sim(args.args)
+
+
+PASS_THROUGH = {"collect": cmd_collect}
+
+
 FORMATS = ("diffusion_policy", "robomimic")
 
 
@@ -142,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("collect", add_help=False, help="collect demonstrations into an EpisodeStore "
+                       "(robolearn collect --task lift --expert scripted --episodes N; --help for all options)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_collect)
+
     p = sub.add_parser("convert", help="import a dataset into an EpisodeStore, or export one")
     p.add_argument("src", type=Path)
     p.add_argument("dst", type=Path)
@@ -162,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:  # verbs with their own parser get their arguments untouched, in order
+        args = argparse.Namespace(command=argv[0], args=argv[1:], func=PASS_THROUGH[argv[0]])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, PermissionError, ConnectionError) as err:

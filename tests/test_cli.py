@@ -77,3 +77,11 @@ def test_every_policy_config_composes_into_its_dataclass(policy):
     config_class = import_object(run.policy_class).config_class
     config = config_class(obs_shapes={"state": [2]}, action_dim=2, **run.policy)
     assert run.task.name == "particle" and config.horizon == run.policy["horizon"]
+
+
+def test_collect_passes_its_arguments_through_in_order(capsys):
+    assert main(["collect", "--task", "no_such_task", "--episodes", "1"]) == 2
+    assert "cannot load task 'no_such_task'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collect", "--help"])
+    assert exit_info.value.code == 0 and "--expert" in capsys.readouterr().out
