@@ -220,6 +220,10 @@ def test_stale_or_broken_measurements_reject_the_command():
     robot.age_s = 0.0
     robot.q = np.full(6, np.nan)
     assert safe.command_joint_positions(np.zeros(6)) == REJECTED and robot.calls == []
+    # an arm without forward kinematics reports a NaN pose: joint commands still work, pose commands cannot
+    robot.q, robot.pose = np.zeros(6), np.full(6, np.nan)
+    assert safe.command_joint_positions(np.zeros(6)) == SENT
+    assert safe.command_ee_pose([0.5, 0.0, 0.3, 0.0, 0.0, 0.0]) == REJECTED and len(robot.calls) == 1
 
 
 @settings(max_examples=50, deadline=None)

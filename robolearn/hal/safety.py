@@ -289,8 +289,11 @@ class SafeRobot:
         age = time.monotonic() - state.timestamp
         if age > self.stale_after_s:
             return self._reject("stale_state", command, f"measured state is {age:.3f} s old (limit {self.stale_after_s} s)")
-        if not (np.all(np.isfinite(state.joint_positions)) and np.all(np.isfinite(state.ee_pose))):
-            return self._reject("stale_state", command, "measured state is not finite")
+        # only what the limits are measured from must be finite (an arm without forward kinematics reports a NaN pose)
+        measured = state.ee_pose if command == "ee_pose" else state.joint_positions
+        if not np.all(np.isfinite(measured)):
+            what = "pose" if command == "ee_pose" else "joint positions"
+            return self._reject("stale_state", command, f"measured {what} not finite: {np.asarray(measured).tolist()}")
         return state
 
     def _send(self, command: str, clipped: bool, detail: str) -> str:

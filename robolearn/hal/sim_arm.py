@@ -188,6 +188,7 @@ class SimulatedArm:
         self._fingers_q = np.array([m.jnt_qposadr[m.joint(f).id] for f in ("finger_left", "finger_right")])
         self._fingers_act = np.array([m.actuator(f).id for f in ("finger_left", "finger_right")])
         self._cube_q = m.jnt_qposadr[m.joint("cube").id]
+        self._cube_v = m.jnt_dofadr[m.joint("cube").id]
         self._site = m.site("ee_site").id
         ranges = m.jnt_range[[m.joint(j).id for j in spec.joint_names]]
         self.limits = RobotLimits(
@@ -209,7 +210,7 @@ class SimulatedArm:
 
     # ------------------------------------------------------------------ scene
     def reset_scene(self, seed: int | None = None) -> None:
-        """Arm at home with the gripper open; the cube at a random spot in front of it (seed None: the centre)."""
+        """Arm at home with the gripper open, the cube placed from `seed` (see `place_objects`)."""
         import mujoco
 
         with self._lock:
@@ -217,18 +218,28 @@ class SimulatedArm:
             mujoco.mj_resetData(self.model, d)
             d.qpos[self._qadr] = self.home
             d.qpos[self._fingers_q] = FINGER_TRAVEL
-            if seed is None:
-                x, y, yaw = 0.5, 0.0, 0.0
-            else:
-                rng = np.random.default_rng(seed)
-                x, y, yaw = rng.uniform(0.42, 0.6), rng.uniform(-0.15, 0.15), rng.uniform(-np.pi, np.pi)
-            d.qpos[self._cube_q:self._cube_q + 7] = [x, y, 0.025, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
             self._target = self.home.copy()
             self._gripper_target = 0.0
             d.ctrl[self._act] = self.home
             d.ctrl[self._fingers_act] = FINGER_TRAVEL
-            mujoco.mj_forward(self.model, d)
+            self.place_objects(seed)
             self._t0 = time.monotonic() - d.time
+
+    def place_objects(self, seed: int | None = None) -> None:
+        """Put the cube at rest on the table at a random spot in front of the arm (seed None: the centre), as a
+        person resetting the scene would; RobotEnv.reset calls it after homing."""
+        import mujoco
+
+        if seed is None:
+            x, y, yaw = 0.5, 0.0, 0.0
+        else:
+            rng = np.random.default_rng(seed)
+            x, y, yaw = rng.uniform(0.42, 0.6), rng.uniform(-0.15, 0.15), rng.uniform(-np.pi, np.pi)
+        with self._lock:
+            d = self._data
+            d.qpos[self._cube_q:self._cube_q + 7] = [x, y, 0.025, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+            d.qvel[self._cube_v:self._cube_v + 6] = 0.0
+            mujoco.mj_forward(self.model, d)
 
     def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Position and (w, x, y, z) quaternion of the cube, for scripted experts and tests."""
