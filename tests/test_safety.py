@@ -1,4 +1,5 @@
 """SafeRobot and Watchdog: no command outside the limits ever reaches the wrapped robot, whatever comes in."""
+import threading
 import time
 
 import numpy as np
@@ -244,6 +245,29 @@ def test_estop_blocks_everything_until_cleared(sequence):
     assert robot.calls == [] and safe.counters["blocked_estop"] == len(sequence)
     safe.clear_estop()
     assert safe.command_gripper(0.5) == SENT and robot.calls == [("gripper", 0.5)]
+
+
+def test_estop_reaches_the_robot_while_a_command_hangs_in_the_driver():
+    robot = RecordingRobot()
+    entered, release = threading.Event(), threading.Event()
+    original = robot.command_joint_positions
+
+    def hanging(q):
+        entered.set()
+        release.wait(5.0)
+        original(q)
+
+    robot.command_joint_positions = hanging
+    safe = SafeRobot(robot)
+    worker = threading.Thread(target=safe.command_joint_positions, args=(np.zeros(6),))
+    worker.start()
+    assert entered.wait(5.0)
+    safe.estop("button")  # must not wait for the hung command
+    assert robot.stops == 1
+    release.set()
+    worker.join(5.0)
+    assert robot.stops == 2  # the command that slipped through before the e-stop is stopped again
+    assert safe.command_gripper(0.0) == BLOCKED
 
 
 class FakeClock:

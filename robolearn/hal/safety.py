@@ -191,7 +191,10 @@ class SafeRobot:
         self._lower, self._upper = np.array(lim.joint_lower, float), np.array(lim.joint_upper, float)
         self._joint_step = np.minimum(lim.max_joint_step, np.array(lim.joint_max_velocity, float) / self.command_hz)
         self._box_low, self._box_high = np.array(lim.workspace_low, float), np.array(lim.workspace_high, float)
-        self._lock = threading.RLock()
+        # _lock serializes commands (held across driver calls); _stats guards counters and records and is never
+        # held across a driver call, so estop() and the watchdog reach stop() even while a command hangs.
+        self._lock = threading.Lock()
+        self._stats = threading.Lock()
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.violations: deque[SafetyViolation] = deque(maxlen=max_violations)
         self._estop_reason: str | None = None
@@ -219,27 +222,27 @@ class SafeRobot:
         watchdog.stop = self._on_watchdog
         self.watchdog = watchdog
 
-    def _record(self, kind: str, command: str, detail: str) -> None:
-        self.violations.append(SafetyViolation(kind, command, detail, time.monotonic()))
+    def _count(self, key: str, kind: str = "", command: str = "", detail: str = "") -> None:
+        """Count an event and, when `kind` is given, keep a SafetyViolation record of it."""
+        with self._stats:
+            self.counters[key] += 1
+            if kind:
+                self.violations.append(SafetyViolation(kind, command, detail, time.monotonic()))
 
     def _on_watchdog(self) -> None:
-        with self._lock:
-            self.counters["watchdog_trips"] += 1
-            self._record("watchdog", "", self.watchdog.reason if self.watchdog else "")
         self.stop()
+        self._count("watchdog_trips", "watchdog", "", self.watchdog.reason if self.watchdog else "")
 
     def estop(self, reason: str = "operator") -> None:
-        """Stop now and refuse every command until `clear_estop()`. Safe to call from any thread."""
-        with self._lock:
-            if self._estop_reason is None:
-                self.counters["estops"] += 1
-                self._record("estop", "", reason)
-            self._estop_reason = reason
+        """Stop now and refuse every command until `clear_estop()`. Safe to call from any thread, at any time."""
+        first = self._estop_reason is None
+        self._estop_reason = reason  # every command checks this before and after it reaches the robot
         self.stop()
+        if first:
+            self._count("estops", "estop", "", reason)
 
     def clear_estop(self) -> None:
-        with self._lock:
-            self._estop_reason = None
+        self._estop_reason = None
 
     # ------------------------------------------------------------------ Robot protocol
     def connect(self) -> None:
@@ -252,9 +255,8 @@ class SafeRobot:
         return self.robot.read_state()
 
     def stop(self) -> None:
-        with self._lock:
-            self.counters["stops"] += 1
         self.robot.stop()
+        self._count("stops")
 
     # ------------------------------------------------------------------ gating
     @staticmethod
@@ -270,17 +272,16 @@ class SafeRobot:
     def _blocked(self, command: str) -> bool:
         """Count and refuse a command while the e-stop or the watchdog holds the robot."""
         if self._estop_reason is not None:
-            self.counters["blocked_estop"] += 1
+            self._count("blocked_estop")
             return True
         if self.watchdog is not None and (self.watchdog.tripped or self.watchdog.check()):
-            self.counters["blocked_watchdog"] += 1
+            self._count("blocked_watchdog")
             return True
         return False
 
     def _reject(self, kind: str, command: str, detail: str) -> str:
-        self.counters["rejected_non_finite" if kind == "non_finite" else "rejected_stale"] += 1
-        self._record(kind, command, detail)
         self.stop()
+        self._count("rejected_non_finite" if kind == "non_finite" else "rejected_stale", kind, command, detail)
         return REJECTED
 
     def _measured(self, command: str) -> RobotState | str:
@@ -296,18 +297,20 @@ class SafeRobot:
             return self._reject("stale_state", command, f"measured {what} not finite: {np.asarray(measured).tolist()}")
         return state
 
-    def _send(self, command: str, clipped: bool, detail: str) -> str:
-        self.counters["sent"] += 1
+    def _sent(self, command: str, clipped: bool, detail: str) -> str:
+        """Bookkeeping after a command reached the robot; an e-stop that came in meanwhile stops it again."""
+        if self._estop_reason is not None or (self.watchdog is not None and self.watchdog.tripped):
+            self.robot.stop()
+        self._count("sent")
         if clipped:
-            self.counters["clipped"] += 1
-            self._record("clipped", command, detail)
+            self._count("clipped", "clipped", command, detail)
         return CLIPPED if clipped else SENT
 
     # ------------------------------------------------------------------ commands
     def command_joint_positions(self, q: np.ndarray) -> str:
         target = self._as_array(q, (self.limits.n_joints,), "joint position command")
         with self._lock:
-            self.counters["commands"] += 1
+            self._count("commands")
             if self._blocked("joint_positions"):
                 return BLOCKED
             if not np.all(np.isfinite(target)):
@@ -323,12 +326,12 @@ class SafeRobot:
             clipped = not np.array_equal(safe, target)
             self.robot.command_joint_positions(safe)
             self.last_sent["joint_positions"] = safe
-            return self._send("joint_positions", clipped, f"joint targets moved by up to {np.abs(safe - target).max():.4g} rad")
+            return self._sent("joint_positions", clipped, f"joint targets moved by up to {np.abs(safe - target).max():.4g} rad")
 
     def command_ee_pose(self, pose: np.ndarray) -> str:
         target = self._as_array(pose, (6,), "end-effector pose command (x, y, z, rx, ry, rz)")
         with self._lock:
-            self.counters["commands"] += 1
+            self._count("commands")
             if self._blocked("ee_pose"):
                 return BLOCKED
             # A finite rotation vector whose norm overflows names no rotation: treat it like a NaN.
@@ -354,13 +357,13 @@ class SafeRobot:
             clipped = not np.array_equal(safe, target)
             self.robot.command_ee_pose(safe)
             self.last_sent["ee_pose"] = safe
-            return self._send("ee_pose", clipped, f"position moved by {np.linalg.norm(position - target[:3]):.4g} m, "
+            return self._sent("ee_pose", clipped, f"position moved by {np.linalg.norm(position - target[:3]):.4g} m, "
                               f"rotation limited from {angle:.4g} rad")
 
     def command_gripper(self, closed: float) -> str:
         g = float(self._as_array(closed, (), "gripper command (0 open .. 1 closed)"))
         with self._lock:
-            self.counters["commands"] += 1
+            self._count("commands")
             if self._blocked("gripper"):
                 return BLOCKED
             if not np.isfinite(g):
@@ -368,4 +371,4 @@ class SafeRobot:
             safe = min(max(g, 0.0), 1.0)
             self.robot.command_gripper(safe)
             self.last_sent["gripper"] = safe
-            return self._send("gripper", safe != g, f"gripper {g} clipped to {safe}")
+            return self._sent("gripper", safe != g, f"gripper {g} clipped to {safe}")
