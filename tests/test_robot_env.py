@@ -3,6 +3,9 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy.spatial.transform import Rotation
 
 from robolearn.env import Env
@@ -162,6 +165,34 @@ def test_nan_actions_are_rejected_and_the_arm_holds(arm):
     assert info["arm_command"] == "sent"
 
 
+_FUZZ: dict = {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(actions=st.lists(arrays(np.float64, (7,), elements=st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(-0.05, 0.05))), min_size=1, max_size=10))
+def test_any_action_of_the_right_shape_is_made_safe_never_raises(actions):
+    if not _FUZZ:
+        arm = SimulatedArm(realtime=False, camera_names=())
+        _FUZZ["arm"], _FUZZ["env"] = arm, make_env(arm, cameras={})
+        _FUZZ["env"].reset()
+    arm, env = _FUZZ["arm"], _FUZZ["env"]
+    low, high = np.array(arm.limits.workspace_low), np.array(arm.limits.workspace_high)
+    for action in actions:
+        before = arm.read_state().ee_pose
+        _, _, _, info = env.step(action)
+        if info["arm_command"] in ("sent", "clipped"):
+            sent = env.robot.last_sent["ee_pose"]
+            # inside the box, or (when the arm itself overshot it) no further outside than the arm already is
+            outside = lambda p: max(0.0, *(low - p), *(p - high))  # noqa: E731
+            assert outside(sent[:3]) <= outside(before[:3]) + 1e-9
+            assert np.linalg.norm(sent[:3] - before[:3]) <= arm.limits.max_ee_step + 1e-9
+        else:
+            assert info["arm_command"] == "rejected"
+        arm.advance(0.05)
+        assert np.all(np.isfinite(arm.read_state().joint_positions))
+
+
 def test_estop_halts_step_and_reset_until_cleared(arm):
     env = make_env(arm)
     env.reset()
@@ -179,7 +210,7 @@ def test_estop_halts_step_and_reset_until_cleared(arm):
 
 def test_watchdog_stops_the_arm_when_a_camera_goes_silent(arm):
     camera = FakeCamera()
-    env = make_env(arm, cameras={"cam": camera}, safety=SafetyConfig(watchdog_timeout_s=0.15))
+    env = make_env(arm, cameras={"cam": camera}, safety=SafetyConfig(watchdog_timeout_s=0.3))
     stops = []
     original = arm.stop
     arm.stop = lambda: (stops.append(time.monotonic()), original())

@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 from robolearn.env import ArraySpec, EnvSpec, Observation
 from robolearn.hal.camera import Camera
 from robolearn.hal.robot import Robot, RobotLimits
-from robolearn.hal.safety import BLOCKED, REJECTED, RobotHalted, SafeRobot, Watchdog
+from robolearn.hal.safety import BLOCKED, REJECTED, RobotHalted, SafeRobot, Watchdog, finite_rotation
 
 ACTION_MODES = ("ee_delta", "ee_absolute", "joint")
 IMAGE_SUFFIX = "_image"
@@ -259,7 +259,7 @@ class RobotEnv:
 
     def _delta_target(self, delta: np.ndarray) -> np.ndarray:
         anchor = self._ee_target if self._ee_target is not None else self.robot.read_state().ee_pose
-        if not np.all(np.isfinite(delta)):
+        if not (np.all(np.isfinite(delta[:3])) and finite_rotation(delta[3:])):
             return np.concatenate([anchor[:3] + delta[:3], delta[3:]])  # the safety layer rejects and records it
         rotation = Rotation.from_rotvec(delta[3:]) * Rotation.from_rotvec(anchor[3:])
         return np.concatenate([anchor[:3] + delta[:3], rotation.as_rotvec()])

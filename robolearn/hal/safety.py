@@ -14,6 +14,9 @@ Policy of the layer (one rule per kind of bad command):
   since limits relative to a stale position mean nothing;
 - e-stop engaged or watchdog tripped: every command is refused (counted) until `clear_estop()` / watchdog `reset()`.
 
+The workspace box bounds end-effector commands only: the Robot protocol has no forward kinematics, so joint
+commands are held to the joint ranges and steps, not to the box. Give joint-controlled rigs narrow joint ranges.
+
 `Watchdog` stops the robot once when the loop stops delivering fresh observations or an inference overruns, and
 latches: a human decides when motion resumes.
 """
@@ -43,6 +46,11 @@ class SafetyViolation:
     command: str  # "joint_positions", "ee_pose", "gripper" or "" for events
     detail: str
     timestamp: float  # time.monotonic()
+
+
+def finite_rotation(rotvec: np.ndarray) -> bool:
+    """Whether a rotation vector names a rotation: finite, and its norm too (1e308 is finite, its square is not)."""
+    return bool(np.all(np.isfinite(rotvec)) and np.isfinite(np.linalg.norm(rotvec)))
 
 
 class RobotHalted(RuntimeError):
@@ -335,7 +343,7 @@ class SafeRobot:
             if self._blocked("ee_pose"):
                 return BLOCKED
             # A finite rotation vector whose norm overflows names no rotation: treat it like a NaN.
-            if not (np.all(np.isfinite(target)) and np.isfinite(np.linalg.norm(target[3:]))):
+            if not (np.all(np.isfinite(target[:3])) and finite_rotation(target[3:])):
                 return self._reject("non_finite", "ee_pose", f"non-finite end-effector target {target.tolist()}")
             state = self._measured("ee_pose")
             if isinstance(state, str):
