@@ -453,3 +453,166 @@ class FakeFranka:
 
         return SimpleNamespace(Robot=Robot, Gripper=Gripper, JointMotion=JointMotion, CartesianMotion=CartesianMotion,
                                Affine=Affine, ReferenceType=ReferenceType)
+
+
+# ---------------------------------------------------------------- cv2.VideoCapture (UVC camera)
+
+class FakeVideoDevice:
+    """A UVC camera as cv2.VideoCapture sees it: it opens only as `device`, picks the requested size when it has
+    that mode (else its first mode, as V4L2 does), and `read()` blocks until its next frame is exposed at `fps`.
+    Frame k is BGR (10, 20, k % 256). After `frames_before_silence` frames it stops delivering (unplugged)."""
+
+    def __init__(self, device: int | str = 0, modes: tuple[tuple[int, int], ...] = ((64, 48), (32, 24)), fps: float = 30.0,
+                 frames_before_silence: int | None = None):
+        self.device, self.modes, self.fps = device, modes, fps
+        self.frames_before_silence = frames_before_silence
+        self.log = CallLog()
+        self.released = False
+
+    def cv2(self) -> SimpleNamespace:
+        import cv2
+
+        dev = self
+
+        class VideoCapture:
+            def __init__(self, index_or_path, api_preference: int | None = None):
+                dev.log.record("VideoCapture", index_or_path, api_preference)
+                self.opened = index_or_path == dev.device
+                self.requested = [None, None]
+                self.size = dev.modes[0]
+                self.k = 0
+                self.t0: float | None = None
+
+            def isOpened(self) -> bool:
+                return self.opened
+
+            def set(self, prop: int, value: float) -> bool:
+                dev.log.record("set", prop, value)
+                if prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+                    self.requested[prop == cv2.CAP_PROP_FRAME_HEIGHT] = int(value)
+                    wanted = tuple(self.requested)
+                    if wanted in dev.modes:
+                        self.size = wanted
+                return True
+
+            def get(self, prop: int) -> float:
+                return {cv2.CAP_PROP_FPS: dev.fps, cv2.CAP_PROP_FRAME_WIDTH: self.size[0],
+                        cv2.CAP_PROP_FRAME_HEIGHT: self.size[1]}.get(prop, 0.0)
+
+            def read(self):
+                if self.t0 is None:
+                    self.t0 = time.monotonic()
+                sleep_until(self.t0 + self.k / dev.fps)
+                if dev.frames_before_silence is not None and self.k >= dev.frames_before_silence:
+                    return False, None
+                w, h = self.size
+                frame = np.empty((h, w, 3), np.uint8)
+                frame[...] = (10, 20, self.k % 256)
+                self.k += 1
+                dev.log.record("frame", self.k)
+                return True, frame
+
+            def release(self) -> None:
+                dev.released = True
+
+        return SimpleNamespace(VideoCapture=VideoCapture, cvtColor=cv2.cvtColor, COLOR_BGR2RGB=cv2.COLOR_BGR2RGB,
+                               CAP_PROP_FRAME_WIDTH=cv2.CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT=cv2.CAP_PROP_FRAME_HEIGHT,
+                               CAP_PROP_FPS=cv2.CAP_PROP_FPS, CAP_PROP_FOURCC=cv2.CAP_PROP_FOURCC,
+                               VideoWriter_fourcc=cv2.VideoWriter_fourcc)
+
+
+# ---------------------------------------------------------------- pyrealsense2
+
+class FakeRealSense:
+    """pyrealsense2's pipeline/config API over one simulated D4xx: colour RGB8 frames k with value (k % 256, 1, 2),
+    depth Z16 = 1000 + k units at `depth_scale` m/unit, paced at the configured fps."""
+
+    def __init__(self, serial: str = "123456789012", modes: tuple[tuple[int, int, int], ...] = ((64, 48, 30), (64, 48, 15)),
+                 depth_scale: float = 0.001):
+        self.serial, self.modes, self.depth_scale = serial, modes, depth_scale
+        self.log = CallLog()
+
+    def sdk(self) -> SimpleNamespace:
+        fake = self
+        stream = SimpleNamespace(color="color", depth="depth")
+        fmt = SimpleNamespace(rgb8="rgb8", z16="z16", bgr8="bgr8")
+        camera_info = SimpleNamespace(serial_number="serial_number")
+
+        class Device:
+            def get_info(self, info):
+                return fake.serial
+
+            def first_depth_sensor(self):
+                return SimpleNamespace(get_depth_scale=lambda: fake.depth_scale)
+
+        class context:
+            def query_devices(self):
+                return [Device()]
+
+        class config:
+            def __init__(self):
+                self.device, self.streams = None, {}
+
+            def enable_device(self, serial):
+                fake.log.record("enable_device", serial)
+                self.device = serial
+
+            def enable_stream(self, stream_type, width, height, format, framerate):
+                fake.log.record("enable_stream", stream_type, width, height, format, framerate)
+                self.streams[stream_type] = (width, height, format, framerate)
+
+            def can_resolve(self, wrapper) -> bool:
+                ok_format = {"color": ("rgb8", "bgr8"), "depth": ("z16",)}
+                return self.device == fake.serial and all(
+                    (w, h, r) in fake.modes and f in ok_format[s] for s, (w, h, f, r) in self.streams.items())
+
+        class Frame:
+            def __init__(self, data):
+                self.data = data
+
+            def get_data(self):
+                return self.data
+
+            def __bool__(self):
+                return self.data is not None
+
+        class Frameset:
+            def __init__(self, color, depth, aligned=False):
+                self.color, self.depth, self.aligned = color, depth, aligned
+
+            def get_color_frame(self):
+                return Frame(self.color)
+
+            def get_depth_frame(self):
+                return Frame(self.depth)
+
+        class pipeline:
+            def __init__(self):
+                self.k, self.t0, self.config = 0, None, None
+
+            def start(self, cfg):
+                fake.log.record("start")
+                self.config, self.t0 = cfg, time.monotonic()
+                return SimpleNamespace(get_device=Device)
+
+            def stop(self):
+                fake.log.record("stop")
+
+            def try_wait_for_frames(self, timeout_ms=5000):
+                w, h, _, fps = self.config.streams["color"]
+                sleep_until(self.t0 + self.k / fps)
+                color = np.empty((h, w, 3), np.uint8)
+                color[...] = (self.k % 256, 1, 2)
+                depth = np.full((h, w), 1000 + self.k, np.uint16) if "depth" in self.config.streams else None
+                self.k += 1
+                return True, Frameset(color, depth)
+
+        class align:
+            def __init__(self, align_to):
+                fake.log.record("align", align_to)
+
+            def process(self, frames):
+                return Frameset(frames.color, frames.depth, aligned=True)
+
+        return SimpleNamespace(context=context, config=config, pipeline=pipeline, pipeline_wrapper=lambda p: p, align=align,
+                               stream=stream, format=fmt, camera_info=camera_info)
