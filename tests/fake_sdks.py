@@ -616,3 +616,110 @@ class FakeRealSense:
 
         return SimpleNamespace(context=context, config=config, pipeline=pipeline, pipeline_wrapper=lambda p: p, align=align,
                                stream=stream, format=fmt, camera_info=camera_info)
+
+
+# ---------------------------------------------------------------- pynput.keyboard
+
+class FakeKeyboard:
+    """`pynput.keyboard` with a Listener whose callbacks the test fires: `press("w")`, `release(Key.space)`.
+    Like pynput, callbacks get (key, injected); Key members carry a `name`, KeyCodes a `char`."""
+
+    def __init__(self):
+        self.log = CallLog()
+        self.listener: Any = None
+        names = ("space", "esc", "shift", "enter", "up", "down")
+        self.Key = SimpleNamespace(**{n: SimpleNamespace(name=n) for n in names})
+
+    def KeyCode(self, char: str) -> SimpleNamespace:
+        return SimpleNamespace(char=char, vk=ord(char))
+
+    def sdk(self) -> SimpleNamespace:
+        fake = self
+
+        class Listener:
+            def __init__(self, on_press=None, on_release=None, suppress=False, **kwargs):
+                self.on_press, self.on_release = on_press, on_release
+                fake.listener = self
+
+            def start(self):
+                fake.log.record("start")
+
+            def wait(self):
+                fake.log.record("wait")
+
+            def stop(self):
+                fake.log.record("stop")
+
+        return SimpleNamespace(Listener=Listener, Key=self.Key, KeyCode=self.KeyCode)
+
+    def _key(self, key):
+        return self.KeyCode(key) if isinstance(key, str) else key
+
+    def press(self, key) -> None:
+        self.listener.on_press(self._key(key), False)
+
+    def release(self, key) -> None:
+        self.listener.on_release(self._key(key), False)
+
+
+# ---------------------------------------------------------------- pyspacemouse
+
+class FakeSpaceMouse:
+    """pyspacemouse 2.x: `open(...)` returns a device whose nonblocking `read()` applies at most one queued report
+    and returns the current state. `legacy=True` models a version without axis conventions, reporting its legacy
+    layout (pitch = -HID Rx, roll = -HID Ry, yaw = +HID Rz); otherwise HID_Z_UP must be asked for."""
+
+    def __init__(self, legacy: bool = False, present: bool = True):
+        self.legacy, self.present = legacy, present
+        self.log = CallLog()
+        self.reports: list[dict] = []
+        self.lock = threading.Lock()
+        self.state = SimpleNamespace(t=-1.0, x=0.0, y=0.0, z=0.0, roll=0.0, pitch=0.0, yaw=0.0, buttons=[0, 0])
+        self.unplugged = False
+
+    def push(self, x=0.0, y=0.0, z=0.0, rx=0.0, ry=0.0, rz=0.0, buttons=(0, 0)) -> None:
+        """Queue a report given in the z-up frame (rx, ry, rz: rotations about +x, +y, +z)."""
+        with self.lock:
+            self.reports.append(dict(x=x, y=y, z=z, rx=rx, ry=ry, rz=rz, buttons=list(buttons)))
+
+    def drained(self) -> bool:
+        with self.lock:
+            return not self.reports
+
+    def sdk(self) -> SimpleNamespace:
+        fake = self
+
+        class Device:
+            def read(self):
+                if fake.unplugged:
+                    raise OSError("read error: device disconnected")
+                with fake.lock:
+                    if fake.reports:
+                        r = fake.reports.pop(0)
+                        s = fake.state
+                        s.t, s.x, s.y, s.z, s.buttons = time.monotonic(), r["x"], r["y"], r["z"], r["buttons"]
+                        if fake.legacy:  # z-up rotations back to the legacy labels
+                            s.roll, s.pitch, s.yaw = r["ry"], -r["rx"], -r["rz"]
+                        else:
+                            s.roll, s.pitch, s.yaw = r["rx"], r["ry"], r["rz"]
+                    return SimpleNamespace(**vars(fake.state))
+
+            def get_button_name(self, index):
+                return ("LEFT", "RIGHT")[index] if index < 2 else f"BUTTON_{index}"
+
+            def close(self):
+                fake.log.record("close")
+
+        def open(callback=None, dof_callback=None, dof_callbacks=None, button_callback=None, button_callbacks=None,
+                 nonblocking=True, device=None, device_index=0, device_spec=None, **kw):
+            fake.log.record("open", device, kw.get("axis_convention"))
+            if not fake.present:
+                raise RuntimeError("No connected or supported devices found.")
+            if not fake.legacy and kw.get("axis_convention") is None:
+                raise AssertionError("the driver must ask for a z-up convention")
+            return Device()
+
+        sdk = SimpleNamespace(open=open)
+        if not self.legacy:
+            sdk.AxisConvention = SimpleNamespace(LEGACY="legacy", HID="hid", HID_Z_UP="hid_z_up")
+        return sdk
