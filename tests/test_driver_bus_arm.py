@@ -158,8 +158,10 @@ def test_configuration_checks():
         BusArm("p", "feetech", range(1, 6), "sts3215", one)
     with pytest.raises(ValueError, match="gripper_id and calibration.gripper"):
         BusArm("p", "feetech", range(1, 7), "sts3215", one, gripper_id=7)
-    with pytest.raises(ImportError, match="feetech-servo-sdk"):
+    with pytest.raises(ImportError, match="pip install feetech-servo-sdk"):
         BusArm("p", "feetech", range(1, 7), "sts3215", one).connect()
+    with pytest.raises(ImportError, match=r"robolearn\[hardware\].*dynamixel-sdk"):
+        BusArm("p", "dynamixel", range(1, 7), "xl330", one).connect()
 
 
 def test_calibration_round_trip_and_forward_kinematics():

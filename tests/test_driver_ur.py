@@ -158,3 +158,14 @@ def test_controller_constraints_and_errors():
 def test_missing_sdk_names_the_extra():
     with pytest.raises(ImportError, match=r"robolearn\[hardware\].*ur-rtde"):
         URRobot("192.168.1.10").connect()
+
+
+def test_importing_the_drivers_loads_no_vendor_sdk():
+    import subprocess
+    import sys
+
+    sdks = ["rtde_control", "rtde_receive", "rtde_io", "scservo_sdk", "dynamixel_sdk", "franky", "pyrealsense2", "pynput",
+            "pyspacemouse", "cv2"]
+    code = f"import sys, robolearn.hal.drivers; print([m for m in {sdks!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -159,7 +159,8 @@ class BusArm:
     def connect(self) -> None:
         if self._port is not None:
             return
-        sdk = self._sdk_override or import_sdk(self.table.sdk_module, self.table.pip_name, f"BusArm ({self.protocol})")
+        sdk = self._sdk_override or import_sdk(self.table.sdk_module, self.table.pip_name, f"BusArm ({self.protocol})",
+                                                        extra=self.table.extra)
         port = sdk.PortHandler(self.port)
         try:
             opened = port.openPort()
