@@ -17,7 +17,7 @@ class ControlTable:
     protocol: str
     sdk_module: str
     pip_name: str
-    extra: str | None  # the robolearn extra that installs the SDK (feetech-servo-sdk is sdist-only, so in none)
+    extra: str | None  # the robolearn extra that installs the SDK
     packet_protocol: float  # PacketHandler argument: 0 = SCS little-endian (STS), 2.0 = Dynamixel protocol 2.0
     operating_mode: int  # address, 1 byte
     torque_enable: int  # address, 1 byte
@@ -37,7 +37,7 @@ class ControlTable:
 
 
 FEETECH = ControlTable(
-    protocol="feetech", sdk_module="scservo_sdk", pip_name="feetech-servo-sdk", extra=None, packet_protocol=0,
+    protocol="feetech", sdk_module="scservo_sdk", pip_name="feetech-servo-sdk", extra="hardware", packet_protocol=0,
     operating_mode=33, torque_enable=40, goal_position=42, goal_bytes=2,
     present_block=56, present_bytes=4, position_at=56, position_bytes=2, velocity_at=58, velocity_bytes=2,
     velocity_signed="sign_magnitude", velocity_rad_s_per_unit=2 * math.pi / 4096,  # step/s
