@@ -8,7 +8,7 @@ from robolearn.control.loop import ControlLoop
 from robolearn.data.store import EpisodeStore
 from robolearn.eval.critic import Critic, CriticConfig, train_critic
 from robolearn.eval.rollout import evaluate
-from robolearn.eval.steering import SteeredPolicy, guided_sample
+from robolearn.eval.steering import SteeredPolicy, critic_view, guided_sample
 from robolearn.policies.base import Policy, PolicyConfig
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
@@ -134,7 +134,7 @@ def test_k1_and_zero_guidance_reproduce_the_base_sample(critic):
 
 
 @pytest.mark.parametrize("head_index", [0, 1], ids=["diffusion", "flow"])
-def test_gradient_guidance_climbs_the_critic(head_index):
+def test_gradient_guidance_climbs_the_critic(head_index, critic):
     head = tiny_heads()[head_index]
     scorer = QuadraticScorer(target=0.5)
     obs = obs_batch()
@@ -146,6 +146,12 @@ def test_gradient_guidance_climbs_the_critic(head_index):
     scores = [mean_score(s) for s in (0.0, 0.1, 0.3)]
     assert scores[0] < scores[1] < scores[2], f"more guidance must mean higher Q: {scores}"
     assert scores[2] > -0.5 * abs(scores[0]) - 0.05  # pulled most of the way to the optimum (Q = 0)
+    learned = []
+    for scale in (0.0, 3.0):
+        chunks = guided_sample(head, critic, obs, 16, scale, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            learned.append(float(critic_view(head, critic, obs, chunks).mean()))
+    assert learned[1] > learned[0] + 0.03, f"guidance must also climb a learned critic's Q: {learned}"
     steered = SteeredPolicy(head, scorer, k=1, guidance_scale=0.3)
     torch.testing.assert_close(steered.sample(obs, 16, torch.Generator().manual_seed(0)),
                                guided_sample(head, scorer, obs, 16, 0.3, torch.Generator().manual_seed(0)))

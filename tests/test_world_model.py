@@ -118,13 +118,22 @@ def test_sequences_mask_the_missing_final_observation(tmp_path):
     for begin, length, success in ((0, 4, True), (4, 2, False)):
         steps = np.arange(begin, begin + length, dtype=np.float32)[:, None]
         store.append_episode({"state": steps, "action": steps + 100}, success=success)
-    data = Sequences([store], WorldModelConfig(obs_keys=["state"], rollout_steps=2, reward_source="success"))
-    assert len(data) == 4  # starts 0, 1, 2 and 4: every run of 2 actions inside one episode
-    batch = data.gather(np.arange(4))
-    np.testing.assert_array_equal(batch["obs"]["state"][:, :, 0].numpy(), [[0, 1, 2], [1, 2, 3], [2, 3, 3], [4, 5, 5]])
-    np.testing.assert_array_equal(batch["valid"].numpy(), [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]])
-    np.testing.assert_array_equal(batch["action"][:, :, 0].numpy() - 100, [[0, 1], [1, 2], [2, 3], [4, 5]])
-    np.testing.assert_array_equal(batch["success"].numpy(), [[0, 0], [0, 0], [0, 1], [0, 0]])  # last step of ep 0
+    rollouts = EpisodeStore.create(tmp_path / "r.zarr")  # a second store, e.g. recorded rollouts
+    rollouts.append_episode({"state": np.array([[10], [11], [12]], np.float32),
+                             "action": np.array([[110], [111], [112]], np.float32)}, success=True)
+    rollouts.append_episode({"state": np.array([[20]], np.float32), "action": np.array([[120]], np.float32)},
+                            success=False)  # shorter than rollout_steps: contributes nothing
+    data = Sequences([store, rollouts], WorldModelConfig(obs_keys=["state"], rollout_steps=2, reward_source="success"))
+    assert len(data) == 6  # starts 0, 1, 2, 4, then 10, 11: every run of 2 actions inside one episode
+    batch = data.gather(np.arange(6))
+    np.testing.assert_array_equal(batch["obs"]["state"][:, :, 0].numpy(),
+                                  [[0, 1, 2], [1, 2, 3], [2, 3, 3], [4, 5, 5], [10, 11, 12], [11, 12, 12]])
+    np.testing.assert_array_equal(batch["valid"].numpy(), [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 1],
+                                                           [1, 1, 0]])
+    np.testing.assert_array_equal(batch["action"][:, :, 0].numpy() % 100, [[0, 1], [1, 2], [2, 3], [4, 5], [10, 11],
+                                                                           [11, 12]])
+    # success on the last step of successful episodes only; the reward source "success" gives the same numbers
+    np.testing.assert_array_equal(batch["success"].numpy(), [[0, 0], [0, 0], [0, 1], [0, 0], [0, 0], [0, 1]])
     np.testing.assert_array_equal(batch["reward"].numpy(), batch["success"].numpy())
 
 
