@@ -1,8 +1,11 @@
 """Chunk critics: loss and target math by hand, and learned values that order a chain MDP's states and actions."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from robolearn.data.store import EpisodeStore
 from robolearn.eval.critic import (
@@ -189,3 +192,10 @@ def test_bad_input_is_refused_clearly(store):
         critic.q_values({"state": torch.zeros(3, 1, 1)}, torch.zeros(3, 4, 1, 1))
     with pytest.raises(ValueError, match=r"observation 'state' must be \(B, T >= 1, 1\)"):
         critic.value({"state": torch.zeros(3, 1, 2)})
+
+
+@pytest.mark.parametrize("name", ["iql", "mc"])
+def test_shipped_configs_build(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / "critic" / f"{name}.yaml"
+    fields = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "name"}
+    assert CriticConfig(**fields).method == name

@@ -1,10 +1,12 @@
 """Latent world model: it learns a known linear system, and ImaginedEnv keeps the Env contract the loop relies on."""
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from robolearn.control.executor import PolicyRunner
 from robolearn.control.loop import ControlLoop
@@ -220,3 +222,9 @@ def test_bad_input_is_refused_clearly(particle, tmp_path):
         train_world_model(unlabeled, WorldModelConfig(obs_keys=["state"], steps=0))
     with pytest.raises(ValueError, match="obs_keys is empty"):
         train_world_model(unlabeled, WorldModelConfig(steps=0))
+
+
+def test_shipped_config_builds():
+    path = Path(__file__).resolve().parents[1] / "configs" / "world_model" / "latent.yaml"
+    fields = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "name"}
+    assert WorldModelConfig(**fields, obs_keys=["state"]).rollout_steps == 5
