@@ -82,7 +82,7 @@ class WorldModelConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 100
-    # filled in from the data by train_world_model:
+    # filled in from the data by train_world_model (max_episode_steps: the longest training episode):
     obs_shapes: dict[str, list[int]] = field(default_factory=dict)
     image_keys: list[str] = field(default_factory=list)
     action_dim: int = 0
