@@ -79,6 +79,15 @@ def test_failed_episodes_are_kept_and_counted(tmp_path, capsys):
     assert "0 successful, 2 failed" in capsys.readouterr().out
 
 
+def test_image_observations_are_stored_as_uint8_frames(tmp_path):
+    task = lift_task(obs_type="image", image_size=32, max_episode_steps=4)
+    store = collect(task, n_episodes=1, out=tmp_path / "images.zarr", progress=False)
+    for cam in ("agentview", "robot0_eye_in_hand"):
+        frames = store.episode(0)[f"{cam}_image"]
+        assert frames.dtype == np.uint8 and frames.shape == (4, 32, 32, 3) and frames.std() > 5
+    assert store.attrs["obs_keys"] == sorted([*OBS_KEYS, "agentview_image", "robot0_eye_in_hand_image"])
+
+
 def test_killed_collection_keeps_committed_episodes_and_resumes(tmp_path):
     out = tmp_path / "killed.zarr"
     code = textwrap.dedent(f"""
@@ -119,11 +128,16 @@ def test_killed_collection_keeps_committed_episodes_and_resumes(tmp_path):
 
 
 def test_missing_dataset_is_collected_by_the_task(tmp_path, monkeypatch):
-    monkeypatch.setenv(sources.ENV_VAR, str(tmp_path))
+    root = tmp_path / "project"  # empty datasets/ and shared/data/: the project's own stores stay out of sight
+    (root / "datasets").mkdir(parents=True)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    monkeypatch.setattr(sources, "project_root", lambda: root)
+    monkeypatch.delenv(sources.ENV_VAR, raising=False)
     task = lift_task()
     task.expert_episodes = 1
     store = sources.open_task_store(task, progress=False)
-    assert store.path == tmp_path / "lift_scripted.episodes.zarr" and store.n_episodes == 1
+    assert store.path == root / "datasets" / "lift_scripted.episodes.zarr" and store.n_episodes == 1
+    assert sources.open_task_store(task, progress=False).n_episodes == 1  # found now, not collected again
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):

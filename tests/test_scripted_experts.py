@@ -25,7 +25,7 @@ def test_expert_succeeds_on_seeded_episodes(task):
     env = RobosuiteEnv(task)
     try:
         expert = make_expert(task, env)
-        for seed in (0, 1, 2):
+        for seed in (0, 1):
             info, actions, phases = run(env, expert, seed)
             assert info["success"], f"{task} expert failed seed {seed} after {info['steps']} steps (phases {phases})"
             assert info["steps"] < env.spec.max_episode_steps

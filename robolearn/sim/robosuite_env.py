@@ -2,8 +2,9 @@
 
 Observation keys follow robomimic's names, so robomimic datasets map onto them 1:1: `robot0_eef_pos` (3),
 `robot0_eef_quat` (4, xyzw, the hand body as robomimic recorded it), `robot0_gripper_qpos` (2) and `object`
-(robosuite's `object-state`: the task's object poses and object-to-gripper offsets), all float32. Image mode
-adds `<camera>_image`, uint8 (image_size, image_size, 3), upright.
+(the task's object observables in robomimic's order: object poses, then object-to-gripper offsets; the parts are
+listed in `spec.extra["object_layout"]`), all float32. Image mode adds `<camera>_image`, uint8
+(image_size, image_size, 3), upright.
 
 Actions are 7-D: [position (3), orientation (3), gripper (1)], the gripper -1 open .. +1 closed. Both modes use
 the world frame (the robot base is not rotated in these scenes, so base and world axes agree):
@@ -15,16 +16,18 @@ the world frame (the robot base is not rotated in these scenes, so base and worl
 Out-of-range actions are clipped to the spec's [action_low, action_high]; wrong shapes and non-finite values raise.
 
 Rendering is our own: mujoco's Renderer on the robosuite model, built only for image observations or on the
-first `render()`, shadows and reflections off (software GL is ~20x faster without them), collision geoms
-hidden, one render per camera per control step. robosuite's own offscreen renderer stays off.
+first `render()`, shadows and reflections off, collision geoms hidden, one render per camera per control step,
+no multisampling for policy frames. robosuite's own offscreen renderer stays off.
 
 Determinism: the robosuite env is always built with seed 0 (object sizes are drawn when the model is built, so
 every process gets the same model), and `reset(seed)` reseeds robosuite's generator in place and resets the sim
 state (no model reload), so the same seed gives the same initial state whatever ran before.
 
-Measured here (2-core shared CPU, OMP_NUM_THREADS=1, MUJOCO_GL=egl software rendering, Lift, zero actions):
-about 150 control steps/s in low_dim mode (the same as bare robosuite: the 25 OSC physics substeps per step
-dominate) and about 45 steps/s in image mode with two 84x84 cameras; `render()` at 256x256 costs about 8 ms.
+Measured here (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, MUJOCO_GL=egl on Mesa llvmpipe, zero
+actions; best of 3 runs): low_dim 150 control steps/s on Lift, 130 on Square (bare robosuite: ~160; the 25 OSC
+physics substeps per step dominate); image mode with two 84x84 cameras 30 steps/s on Lift, 39 on Square (~12 ms
+per frame, mostly the 180k-triangle robot meshes); with shadows and reflections on, image mode ran at half that
+(16 and 18 steps/s), and 4x multisampling adds a third per frame. `render()` at 256x256 (multisampled): 30-70 ms.
 """
 from __future__ import annotations
 
@@ -165,7 +168,7 @@ class RobosuiteEnv:
         self._model.vis.global_.offheight = max(self._model.vis.global_.offheight, biggest)
         self._scene_option = mujoco.MjvOption()
         self._scene_option.geomgroup[0] = 0  # robosuite's collision geoms; group 1 holds the visual meshes
-        self._renderers: dict[int, Any] = {}
+        self._renderers: dict[tuple[int, bool], Any] = {}  # (size, for video) -> mujoco.Renderer
         _LIVE.add(self)
         self.render_camera = "agentview" if "agentview" in names else names[0]
 
@@ -293,18 +296,25 @@ class RobosuiteEnv:
         return self._observation(raw), float(reward), self._done, info
 
     # ------------------------------------------------------------------ rendering
-    def _draw(self, camera: str, size: int) -> np.ndarray:
-        renderer = self._renderers.get(size)
+    def _draw(self, camera: str, size: int, video: bool = False) -> np.ndarray:
+        renderer = self._renderers.get((size, video))
         if renderer is None:
             import mujoco
 
-            renderer = mujoco.Renderer(self._model, height=size, width=size)
+            # Policy frames skip multisampling (4x MSAA costs a third of a frame in software GL); the few video
+            # frames keep the scene's antialiasing. The sample count is read when the GL context is made.
+            samples = self._model.vis.quality.offsamples
+            self._model.vis.quality.offsamples = samples if video else 0
+            try:
+                renderer = mujoco.Renderer(self._model, height=size, width=size)
+            finally:
+                self._model.vis.quality.offsamples = samples
             if not _EXIT_HOOK:  # registered after mujoco's own GL exit hook, so it runs before that one
                 atexit.register(_free_renderers)
                 _EXIT_HOOK.append(True)
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            self._renderers[size] = renderer
+            self._renderers[(size, video)] = renderer
         renderer.update_scene(self._data, camera=camera, scene_option=self._scene_option)
         return np.ascontiguousarray(renderer.render(), dtype=np.uint8)  # mujoco.Renderer returns rows top-down
 
@@ -312,7 +322,7 @@ class RobosuiteEnv:
         """An upright RGB uint8 (render_size, render_size, 3) frame from `render_camera` (agentview) for videos."""
         if self._needs_reset:
             raise RuntimeError("call reset() before render()")
-        return self._draw(self.render_camera, self.render_size)
+        return self._draw(self.render_camera, self.render_size, video=True)
 
     def _close_renderers(self) -> None:
         for renderer in self._renderers.values():

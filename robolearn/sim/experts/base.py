@@ -51,17 +51,7 @@ class ScriptedExpert(ABC):
         if env.task != self.task:
             raise ValueError(f"{type(self).__name__} is the expert for task {self.task!r}, but the env runs {env.task!r}")
         self.env = env
-        self.rng = np.random.default_rng()
-        self.phase = self.phases[0]
-        self.steps_in_phase = 0
-        self._prev_gap: float | None = None
-        self._gap_change = np.inf
-        self._prev_pos: np.ndarray | None = None
-        self.moved = np.inf  # how far the hand moved during the last step (m)
-        self.gap = 0.0  # finger opening (m)
-        self._wobble = np.zeros((2, 3))
-        self._wobble_freq = np.zeros(2)
-        self._t = 0
+        self.reset()
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None) -> None:
@@ -71,10 +61,11 @@ class ScriptedExpert(ABC):
         self.rng = np.random.default_rng(seed)
         self.phase = self.phases[0]
         self.steps_in_phase = 0
-        self._prev_gap = None
+        self._prev_gap: float | None = None
         self._gap_change = np.inf
-        self._prev_pos = None
-        self.moved = np.inf
+        self._prev_pos: np.ndarray | None = None
+        self.moved = np.inf  # how far the hand moved during the last step (m)
+        self.gap = 0.0  # finger opening (m)
         self._t = 0
         # a slow sum of two sinusoids (<= 4 mm) added to every target: smooth, different in every episode
         self._wobble = self.rng.uniform(-1.0, 1.0, size=(2, 3)) * 0.002
