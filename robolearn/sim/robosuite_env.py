@@ -161,7 +161,6 @@ class RobosuiteEnv:
         if obs_type == "image" and not self.cameras:
             self._env.close()
             raise ValueError("obs_type='image' needs at least one camera, e.g. cameras=('agentview',)")
-        self._camera_names = names
         # Offscreen buffers must hold the largest frame we draw.
         biggest = max(self.image_size, self.render_size)
         self._model.vis.global_.offwidth = max(self._model.vis.global_.offwidth, biggest)
@@ -207,7 +206,8 @@ class RobosuiteEnv:
             name=name, obs=obs, action_dim=7, control_hz=float(control_hz), action_meaning=meaning,
             action_low=tuple(float(v) for v in low), action_high=tuple(float(v) for v in high),
             max_episode_steps=int(max_steps),
-            extra={"robosuite_env": TASKS[self.task].robosuite_name, "action_mode": self.action_mode,
+            extra={"robosuite_env": TASKS[self.task].robosuite_name, "description": TASKS[self.task].description,
+                   "action_mode": self.action_mode,
                    "object_layout": [list(p) for p in self._object_layout],
                    "reference_rotation": REFERENCE_ROTATION.tolist(), "cameras": list(self.cameras),
                    "terminate_on_success": self.terminate_on_success},
@@ -224,17 +224,13 @@ class RobosuiteEnv:
         i = self._model.body(body).id
         return self._data.xpos[i].copy(), self._data.xmat[i].reshape(3, 3).copy()
 
-    def site_pose(self, site: str) -> tuple[np.ndarray, np.ndarray]:
-        """World position and 3x3 rotation of a MuJoCo site, by name."""
-        i = self._model.site(site).id
-        return self._data.site_xpos[i].copy(), self._data.site_xmat[i].reshape(3, 3).copy()
-
     def eef_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """World position and rotation of the grip site: the frame the controller and absolute actions use."""
         i = self._env.robots[0].eef_site_id["right"]
         return self._data.site_xpos[i].copy(), self._data.site_xmat[i].reshape(3, 3).copy()
 
     def is_success(self) -> bool:
+        """robosuite's own success test for the task, on the current state."""
         return bool(self._env._check_success())
 
     # ------------------------------------------------------------------ episode
