@@ -27,7 +27,7 @@ from robolearn.train import RunConfig, Trainer
 VARIANTS = {
     "diffusion": {"DDIM 10": ["scheduler=ddim", "num_inference_steps=10"], "DDPM 100": ["scheduler=ddpm"]},
     "flow": {f"{k} step{'s' if k > 1 else ''}": ["integrator=euler", f"num_inference_steps={k}"] for k in (1, 2, 4, 10)},
-    "energy": {"DFO": ["sampler=dfo"]},
+    "energy": {"DFO 256x3": ["sampler=dfo", "dfo_samples=256"]},
     "regression": {"MSE": []},
 }
 UNET_HEADS = ("diffusion", "flow")
