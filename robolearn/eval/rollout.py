@@ -2,7 +2,9 @@
 
 Episode i always uses seed `start_seed + i`, so two policies evaluated with the same settings face the same
 initial states, whatever the batch size. Envs run in batches of `n_envs` served by one policy call per
-replanning step.
+replanning step, in this process or (n_workers > 0) in worker processes that step in parallel. An episode
+cut short by a crashed or hung worker is run once more from its seed at the end, so a flaky simulator costs
+time, not correctness.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from robolearn.control.loop import ControlLoop, EpisodeResult
 from robolearn.eval.statistics import mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
-from robolearn.sim.vector_env import SerialVectorEnv
+from robolearn.sim.vector_env import SerialVectorEnv, SubprocVectorEnv
 from robolearn.task import TaskConfig
 
 DEFAULT_START_SEED = 100_000  # held-out seeds, as in Diffusion Policy's test episodes
@@ -45,6 +47,8 @@ class EvalReport:
     wall_s: float
     inference_ms_per_chunk: float
     video: str | None = None
+    worker_restarts: int = 0  # worker processes replaced (or envs rebuilt) after a crash, hang or exception
+    rerun_episodes: int = 0  # episodes cut short by a worker failure and run again from their seed
     episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, with_episodes: bool = False) -> dict[str, Any]:
@@ -72,38 +76,65 @@ class _TimedPolicy:
 
 def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed: int = DEFAULT_START_SEED,
              n_envs: int = 50, video_path: str | Path | None = None, video_episodes: int = 4,
-             sample_seed: int = 0, progress: bool = True) -> EvalReport:
+             sample_seed: int = 0, progress: bool = True, n_workers: int = 0) -> EvalReport:
+    """Run `n_episodes` episodes from seeds start_seed.. and summarize them.
+
+    n_workers=0 steps the envs in this process; n_workers > 0 spreads them over that many worker processes
+    (at most n_envs), worth it when a step costs more than a round trip (robosuite, rendered images).
+    """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    if n_workers < 0:
+        raise ValueError(f"n_workers must be >= 0 (0: step envs in this process), got {n_workers}")
     policy.eval()
     timed = _TimedPolicy(policy)
     generator = torch.Generator(device=policy.device).manual_seed(sample_seed)
     n_envs = max(1, min(n_envs, n_episodes))
-    envs = SerialVectorEnv([task.make_env() for _ in range(n_envs)])
+    if n_workers > 0:
+        envs: SerialVectorEnv | SubprocVectorEnv = SubprocVectorEnv.from_task(task, n_envs, min(n_workers, n_envs))
+    else:
+        envs = SerialVectorEnv([task.make_env() for _ in range(n_envs)])
+    spec = envs.spec
     results: list[EpisodeResult] = []
+    reruns: list[int] = []
     t0 = time.perf_counter()
+
+    def run(episodes: list[int], bar: tqdm) -> list[EpisodeResult]:
+        out: list[EpisodeResult] = []
+        for first in range(0, len(episodes), n_envs):
+            batch = episodes[first:first + n_envs]
+            loop = ControlLoop(envs, PolicyRunner(timed, generator=generator))  # type: ignore[arg-type]
+            record = [video_path is not None and i < video_episodes for i in batch]
+            out += loop.run([start_seed + i for i in batch], record=record)
+            bar.update(len(batch))
+        return out
+
     try:
         with tqdm(total=n_episodes, desc=f"eval {task.name}", unit="ep", disable=not progress) as bar:
-            for first in range(0, n_episodes, n_envs):
-                seeds = [start_seed + i for i in range(first, min(n_episodes, first + n_envs))]
-                loop = ControlLoop(envs, PolicyRunner(timed, generator=generator))  # type: ignore[arg-type]
-                record = [first + j < video_episodes and video_path is not None for j in range(len(seeds))]
-                results += loop.run(seeds, record=record)
-                bar.update(len(seeds))
+            results = run(list(range(n_episodes)), bar)
+            reruns = [i for i, r in enumerate(results) if "worker_error" in r.final_info]
+            if reruns:
+                bar.total += len(reruns)
+                for i, again in zip(reruns, run(reruns, bar)):
+                    results[i] = again
     finally:
         envs.close()
     wall = time.perf_counter() - t0
 
+    def score(r: EpisodeResult) -> float:
+        # An episode whose worker failed twice has no score of its own: it counts as a failure with score 0.
+        return 0.0 if "worker_error" in r.final_info else float(r.final_info[task.score_key])
+
     successes = [r.success for r in results]
     k = sum(successes)
     low, high = wilson_interval(k, len(results))
-    scores = [float(r.final_info[task.score_key]) for r in results] if task.score_key else []
+    scores = [score(r) for r in results] if task.score_key else []
     s_mean, s_low, s_high = mean_interval(scores) if scores else (None, None, None)
     r_mean, r_low, r_high = mean_interval([r.max_reward for r in results])
     video = None
     if video_path is not None and video_episodes > 0:
         frames = tile_frames([r.frames for r in results[:video_episodes]])
-        video = str(write_video(video_path, frames, fps=task.spec().control_hz))
+        video = str(write_video(video_path, frames, fps=spec.control_hz))
     return EvalReport(
         task=task.name, n_episodes=len(results), start_seed=start_seed,
         success_rate=k / len(results), success_low=low, success_high=high,
@@ -111,8 +142,10 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         max_reward_mean=r_mean, max_reward_low=r_low, max_reward_high=r_high,
         mean_steps=float(np.mean([r.steps for r in results])), wall_s=wall,
         inference_ms_per_chunk=1000 * timed.total_s / max(1, timed.calls), video=video,
+        worker_restarts=getattr(envs, "restarts", 0), rerun_episodes=len(reruns),
         episodes=[{"seed": r.seed, "success": r.success, "steps": r.steps, "max_reward": r.max_reward,
-                   **({task.score_key: float(r.final_info[task.score_key])} if task.score_key else {})}
+                   **({task.score_key: score(r)} if task.score_key else {}),
+                   **({"worker_error": r.final_info["worker_error"]} if "worker_error" in r.final_info else {})}
                   for r in results],
     )
 
@@ -130,6 +163,8 @@ def format_report(report: EvalReport) -> str:
     rows += [("mean episode steps", f"{report.mean_steps:.1f}"),
              ("inference per chunk", f"{report.inference_ms_per_chunk:.1f} ms (batched over envs)"),
              ("eval wall-clock", f"{report.wall_s:.1f} s")]
+    if report.worker_restarts or report.rerun_episodes:
+        rows.append(("worker failures", f"{report.worker_restarts} restart(s), {report.rerun_episodes} episode(s) re-run"))
     if report.video:
         rows.append(("video", report.video))
     width = max(len(r[0]) for r in rows)
