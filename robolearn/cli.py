@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = load_task(args.checkpoint)
     policy.config = with_overrides(policy.config, args.set)
     report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
-                      video_path=args.video, video_episodes=args.video_episodes, progress=not args.json)
+                      n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes, progress=not args.json)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (episode i: seed + i)")
     p.add_argument("--n-envs", type=int, default=50, help="envs stepped together, one batched policy call")
+    p.add_argument("--n-workers", type=int, default=0,
+                   help="worker processes stepping the envs in parallel (0: in this process; worth it for robosuite)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "

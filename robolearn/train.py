@@ -55,6 +55,7 @@ class TrainConfig:
     eval_episodes: int = 50  # episodes per evaluation during training
     final_eval_episodes: int = 100
     eval_envs: int = 50  # envs per batched evaluation
+    eval_workers: int = 0  # worker processes stepping them (0: in this process)
     video_episodes: int = 4
 
 
@@ -192,6 +193,7 @@ class Trainer:
 
     def evaluate(self, n_episodes: int, tag: str) -> EvalReport:
         report = evaluate(self.deployable, self.run.task, n_episodes=n_episodes, n_envs=self.cfg.eval_envs,
+                          n_workers=self.cfg.eval_workers,
                           video_path=self.out / "eval" / f"{tag}.mp4", video_episodes=self.cfg.video_episodes,
                           progress=self.progress)
         (self.out / "eval").mkdir(parents=True, exist_ok=True)
