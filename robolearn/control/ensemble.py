@@ -1,0 +1,51 @@
+"""Temporal ensembling (ACT, Zhao et al. 2023): query the policy every step and average what all recent
+chunks predicted for the current step.
+
+A chunk requested at step s predicts steps s .. s+K-1 (K = horizon - n_obs_steps + 1), so at step t up to K
+chunks hold a prediction for t. They are averaged with weights exp(-m * i), where i is the prediction's age
+index counted from the oldest (i = 0) to the newest, as in ACT: with m > 0 the older predictions weigh more
+and the executed trajectory is smooth; m = 0 is a plain mean; m < 0 favours the newest chunk.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+
+from robolearn.control.executor import ObsHistory, predict_future
+from robolearn.policies.base import Policy
+
+
+class TemporalEnsembleRunner(ObsHistory):
+    """One (batched) inference per step; the action is the weighted mean of every live chunk's prediction."""
+
+    def __init__(self, policy: Policy, decay: float = 0.01, generator: torch.Generator | None = None):
+        super().__init__(tuple(policy.config.obs_shapes), policy.config.n_obs_steps)
+        if not math.isfinite(decay):
+            raise ValueError(f"ensemble decay m must be a finite number, got {decay}")
+        self.policy = policy
+        self.decay = float(decay)
+        self.generator = generator
+        self.chunk_len = policy.config.horizon - policy.config.n_obs_steps + 1
+        self._chunks: deque[tuple[int, np.ndarray]] = deque(maxlen=self.chunk_len)  # (step requested, chunk)
+        self._t = 0
+        self.n_inferences = 0
+
+    def reset(self, observations) -> None:
+        super().reset(observations)
+        self._chunks.clear()
+        self._t = 0
+
+    def act(self) -> np.ndarray:
+        """(n_envs, action_dim): the ensembled action for the current step."""
+        t = self._t
+        self._chunks.append((t, predict_future(self.policy, self._history, self.generator)))
+        self.n_inferences += 1
+        # every kept chunk covers step t: the deque holds the last K requests, one per step
+        predictions = np.stack([chunk[:, t - s] for s, chunk in self._chunks])  # (n, n_envs, action_dim), oldest first
+        weights = np.exp(-self.decay * np.arange(len(predictions)))
+        weights /= weights.sum()
+        self._t += 1
+        return np.tensordot(weights, predictions.astype(np.float64), axes=1).astype(np.float32)
