@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -38,16 +36,15 @@ from robolearn.data.normalizer import Normalizer
 from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec, to_device
-from robolearn.device import default_device, resolve_device
+from robolearn.device import resolve_device
 from robolearn.env import ArraySpec
+from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.task import TaskConfig
 
-FORMAT = "robolearn.critic"
-VERSION = 1
-WEIGHTS = "critic.safetensors"
-CONFIG = "critic.json"
+KIND = CheckpointKind(what="critic", format="robolearn.critic", version=1, weights="critic.safetensors",
+                      config="critic.json")
 _METHODS = ("iql", "mc")
 REWARD_SOURCES = ("auto", "reward", "success")
 
@@ -431,37 +428,9 @@ def train_critic(source: EpisodeStore | TaskConfig, config: CriticConfig | None 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_critic(critic: Critic, directory: str | os.PathLike, info: Mapping[str, Any] | None = None) -> Path:
     """`critic.safetensors` (weights, normalizer and target heads included) + `critic.json` (the config)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(critic.config), "info": dict(info or {})}
-    state = {k: v.detach().contiguous().cpu() for k, v in critic.state_dict().items()}
-    save_file(state, str(directory / (WEIGHTS + ".tmp")))
-    os.replace(directory / (WEIGHTS + ".tmp"), directory / WEIGHTS)
-    (directory / (CONFIG + ".tmp")).write_text(json.dumps(record, indent=2))
-    os.replace(directory / (CONFIG + ".tmp"), directory / CONFIG)
-    return directory
+    return save_configured(KIND, critic, directory, info)
 
 
 def load_critic(path: str | os.PathLike, device: str | torch.device | None = None) -> Critic:
     """Rebuild a critic from `save_critic`'s folder, in eval mode, on `device` (default: CUDA if present)."""
-    path = Path(path)
-    if not (path / CONFIG).exists():
-        raise FileNotFoundError(f"no critic checkpoint at {path} (missing {CONFIG})")
-    record = json.loads((path / CONFIG).read_text())
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{path / CONFIG} is not a robolearn critic checkpoint")
-    if record.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer robolearn (critic checkpoint version {record['version']})")
-    known = {f.name for f in dataclasses.fields(CriticConfig)}
-    unknown = sorted(set(record["config"]) - known)
-    if unknown:
-        raise ValueError(f"critic checkpoint config has fields {unknown} this robolearn does not know")
-    critic = Critic(CriticConfig(**record["config"]))
-    state = load_file(str(path / WEIGHTS))
-    expected = critic.state_dict()
-    bad = sorted(set(expected) ^ set(state)) + [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"critic weights in {path} do not match its config: {bad[:5]}")
-    critic.load_state_dict(state)
-    return critic.to(torch.device(device) if device is not None else default_device()).eval()
-
+    return load_configured(KIND, Critic, CriticConfig, path, device)

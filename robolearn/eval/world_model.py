@@ -22,7 +22,6 @@ rho^k (Hansen et al., TD-MPC2, use the same schedule). The losses and why each i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -33,22 +32,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from robolearn.data.normalizer import Normalizer
 from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
-from robolearn.device import default_device, resolve_device
+from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
 from robolearn.eval.critic import step_rewards, store_obs_specs
+from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
 
-FORMAT = "robolearn.world_model"
-VERSION = 1
-WEIGHTS = "world_model.safetensors"
-CONFIG = "world_model.json"
+KIND = CheckpointKind(what="world model", format="robolearn.world_model", version=1, weights="world_model.safetensors",
+                      config="world_model.json")
 _REWARD_SOURCES = ("auto", "reward", "success", "none")
 _SUCCESS_SOURCES = ("metadata", "none")
 
@@ -449,34 +446,9 @@ def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: Wor
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_world_model(model: WorldModel, directory: str | os.PathLike, info: Mapping[str, Any] | None = None) -> Path:
     """`world_model.safetensors` (weights and normalizer) + `world_model.json` (the config that rebuilds it)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(model.config), "info": dict(info or {})}
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(directory / (WEIGHTS + ".tmp")))
-    os.replace(directory / (WEIGHTS + ".tmp"), directory / WEIGHTS)
-    (directory / (CONFIG + ".tmp")).write_text(json.dumps(record, indent=2))
-    os.replace(directory / (CONFIG + ".tmp"), directory / CONFIG)
-    return directory
+    return save_configured(KIND, model, directory, info)
 
 
 def load_world_model(path: str | os.PathLike, device: str | torch.device | None = None) -> WorldModel:
     """Rebuild a world model from `save_world_model`'s folder, in eval mode (default device: CUDA if present)."""
-    path = Path(path)
-    if not (path / CONFIG).exists():
-        raise FileNotFoundError(f"no world model checkpoint at {path} (missing {CONFIG})")
-    record = json.loads((path / CONFIG).read_text())
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{path / CONFIG} is not a robolearn world model checkpoint")
-    if record.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer robolearn (world model checkpoint version {record['version']})")
-    unknown = sorted(set(record["config"]) - {f.name for f in dataclasses.fields(WorldModelConfig)})
-    if unknown:
-        raise ValueError(f"world model checkpoint config has fields {unknown} this robolearn does not know")
-    model = WorldModel(WorldModelConfig(**record["config"]))
-    state = load_file(str(path / WEIGHTS))
-    expected = model.state_dict()
-    bad = sorted(set(expected) ^ set(state)) + [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"world model weights in {path} do not match its config: {bad[:5]}")
-    model.load_state_dict(state)
-    return model.to(torch.device(device) if device is not None else default_device()).eval()
+    return load_configured(KIND, WorldModel, WorldModelConfig, path, device)
