@@ -127,3 +127,18 @@ def test_receding_runner_times_each_inference():
     runner = PolicyRunner(StampedPolicy(delay_s=0.01))
     drive(runner, 4)
     assert len(runner.latencies_s) == 2 and min(runner.latencies_s) >= 0.01
+
+
+def test_evaluation_with_zero_delay_rtc_reproduces_receding_horizon_exactly():
+    from robolearn.eval.rollout import evaluate
+    from robolearn.task import TaskConfig
+    from tests.helpers import go_to_block_policy
+
+    common = dict(n_episodes=2, n_envs=2, start_seed=3, progress=False)
+    receding = evaluate(go_to_block_policy(), TaskConfig(), **common)
+    rtc = evaluate(go_to_block_policy(), TaskConfig(), execution=ChunkExecution("rtc", blend_steps=0, delay_steps=0),
+                   **common)
+    ensemble = evaluate(go_to_block_policy(), TaskConfig(), execution=ChunkExecution("ensemble"), **common)
+    assert [e["max_coverage"] for e in rtc.episodes] == pytest.approx([e["max_coverage"] for e in receding.episodes])
+    assert [e["steps"] for e in rtc.episodes] == [e["steps"] for e in receding.episodes]
+    assert ensemble.n_episodes == 2 and ensemble.inference_ms_per_chunk > 0

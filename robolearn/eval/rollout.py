@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robolearn.control.executor import PolicyRunner
+from robolearn.control.chunking import ChunkExecution
 from robolearn.control.loop import ControlLoop, EpisodeResult
+from robolearn.control.rtc import RealTimeChunkRunner
 from robolearn.eval.statistics import mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
@@ -64,23 +65,32 @@ class _TimedPolicy:
     def __init__(self, policy: Policy):
         self.policy, self.config, self.total_s, self.calls = policy, policy.config, 0.0, 0
 
-    def act(self, obs, generator=None):
+    def _timed(self, call, *args, **kwargs):
         t0 = time.perf_counter()
-        out = self.policy.act(obs, generator=generator)
+        out = call(*args, **kwargs)
         if self.policy.device.type == "cuda":
             torch.cuda.synchronize()
         self.total_s += time.perf_counter() - t0
         self.calls += 1
         return out
 
+    def act(self, obs, generator=None):  # receding horizon
+        return self._timed(self.policy.act, obs, generator=generator)
+
+    def sample(self, obs, n=1, generator=None):  # temporal ensembling and real-time chunking
+        return self._timed(self.policy.sample, obs, n=n, generator=generator)
+
 
 def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed: int = DEFAULT_START_SEED,
              n_envs: int = 50, video_path: str | Path | None = None, video_episodes: int = 4,
-             sample_seed: int = 0, progress: bool = True, n_workers: int = 0) -> EvalReport:
+             sample_seed: int = 0, progress: bool = True, n_workers: int = 0,
+             execution: ChunkExecution | None = None) -> EvalReport:
     """Run `n_episodes` episodes from seeds start_seed.. and summarize them.
 
     n_workers=0 steps the envs in this process; n_workers > 0 spreads them over that many worker processes
     (at most n_envs), worth it when a step costs more than a round trip (robosuite, rendered images).
+    `execution` picks how chunks are executed (receding horizon by default, temporal ensembling, or real-time
+    chunking; give rtc a `delay_steps` to simulate inference latency deterministically).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -103,9 +113,13 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         out: list[EpisodeResult] = []
         for first in range(0, len(episodes), n_envs):
             batch = episodes[first:first + n_envs]
-            loop = ControlLoop(envs, PolicyRunner(timed, generator=generator))  # type: ignore[arg-type]
+            loop = ControlLoop.for_policy(envs, timed, execution, generator=generator)  # type: ignore[arg-type]
             record = [video_path is not None and i < video_episodes for i in batch]
-            out += loop.run([start_seed + i for i in batch], record=record)
+            try:
+                out += loop.run([start_seed + i for i in batch], record=record)
+            finally:
+                if isinstance(loop.runner, RealTimeChunkRunner):
+                    loop.runner.close()  # its inference thread
             bar.update(len(batch))
         return out
 
