@@ -8,11 +8,11 @@ control loop, `PolicyRunner` and `evaluate` run it unchanged. Each decision draw
 * "softmax": one drawn with probability softmax(score / beta) (beta -> 0 is argmax, large beta the base policy).
 
 Gradient guidance (diffusion and flow heads): with `guidance_scale` > 0 the candidates come from the head's own
-sampling loop with scale / n_steps * grad_x Q added after every denoising / integration step, x being the
-normalized chunk (classifier guidance in action space). The scale is the total push over one sampling pass, so
-10 DDIM steps and 100 DDPM steps guided with the same scale move samples about as far. The loop is rebuilt
-here from the heads' public pieces (initial_noise, denoise_step / integrate_step, the schedulers), and with
-scale 0 it reproduces `policy.sample` exactly.
+`sample`, given a `guidance(x, dt)` hook that returns scale * dt * grad_x Q, x being the normalized chunk
+(classifier guidance in action space); the head adds it after every denoising / integration step, dt being
+1 / n_steps. The scale is therefore the total push over one sampling pass, so 10 DDIM steps and 100 DDPM steps
+guided with the same scale move samples about as far. Sampling itself (schedulers, integrators, step counts,
+clipping) stays in the heads: scale 0 passes no hook and is `policy.sample` exactly.
 
 A critic is anything with `score(obs, chunks) -> (B, K)` (higher is better) over chunks of `action_steps`
 actions that start at the current step, reading the newest `n_obs_steps` frames of observation history:
@@ -84,7 +84,6 @@ def _guidance_grad(policy: Policy, critic: ChunkScorer, obs: Mapping[str, torch.
     return grad
 
 
-@torch.no_grad()
 def guided_sample(policy: Policy, critic: ChunkScorer, obs: Mapping[str, torch.Tensor], n: int = 1,
                   scale: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """n chunks per observation (B, n, horizon, action_dim) from a diffusion or flow head's own sampler (its
@@ -92,30 +91,13 @@ def guided_sample(policy: Policy, critic: ChunkScorer, obs: Mapping[str, torch.T
     if not isinstance(policy, (DiffusionPolicy, FlowMatchingPolicy)):
         raise TypeError(f"gradient guidance needs a diffusion or flow head (it acts between their sampling steps); "
                         f"{type(policy).__name__} has none: steer it by re-ranking (guidance_scale=0)")
-    cfg = policy.config
-    cond = policy.encode_obs(obs)
-    b = cond.shape[0]
-    cond = cond.repeat_interleave(n, dim=0)  # row i*n + j is candidate j of observation i
-    x = policy.initial_noise(b, n, generator).reshape(b * n, cfg.horizon, cfg.action_dim)
-    if isinstance(policy, DiffusionPolicy):
-        sched = policy.schedulers[cfg.scheduler]
-        sched.set_timesteps(cfg.num_inference_steps if cfg.scheduler == "ddim" else cfg.num_train_timesteps,
-                            device=x.device)
-        push = scale / len(sched.timesteps)
-        for t in sched.timesteps:
-            x = policy.denoise_step(x, t, cond, sched, generator)
-            if scale:
-                x = x + push * _guidance_grad(policy, critic, obs, x, b, n)
-    else:
-        steps = cfg.num_inference_steps
-        dt = 1.0 / steps
-        for i in range(steps):
-            x = policy.integrate_step(x, i * dt, dt, cond, cfg.integrator)
-            if scale:
-                x = x + scale * dt * _guidance_grad(policy, critic, obs, x, b, n)
-    if cfg.clip_sample:
-        x = x.clamp(-1.0, 1.0)
-    return policy.normalizer.unnormalize("action", x).reshape(b, n, cfg.horizon, cfg.action_dim)
+    if not scale:
+        return policy.sample(obs, n=n, generator=generator)
+
+    def guidance(x: torch.Tensor, dt: float) -> torch.Tensor:  # the heads' hook: x + this after every step
+        return (scale * dt) * _guidance_grad(policy, critic, obs, x, x.shape[0] // n, n)
+
+    return policy.sample(obs, n=n, generator=generator, guidance=guidance)
 
 
 class SteeredPolicy(Policy):

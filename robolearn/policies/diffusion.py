@@ -2,11 +2,12 @@
 
 Training regresses the noise added to normalized action chunks at random diffusion steps; sampling runs a
 diffusers DDIM or DDPM loop from Gaussian noise. `initial_noise` and `denoise_step` are separate methods,
-and `sample` accepts the starting noise, so guidance and steering can intervene between steps.
+and `sample` accepts the starting noise and a `guidance` hook whose correction is added after every denoising
+step, so guidance (robolearn.eval.steering) acts inside this loop rather than in a copy of it.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -114,7 +115,15 @@ class DiffusionPolicy(Policy):
     @torch.no_grad()
     def sample(self, obs: Mapping[str, torch.Tensor], n: int = 1, generator: torch.Generator | None = None,
                scheduler: str | SchedulerMixin | None = None, num_inference_steps: int | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None,
+               guidance: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+        """n chunks per observation, (B, n, horizon, action_dim) in task units.
+
+        `guidance(x, dt) -> delta`: after every denoising step, x (the flat normalized chunks, (B * n, horizon,
+        action_dim), row i * n + j being candidate j of observation i) becomes x + delta, before the final clip.
+        dt = 1 / (steps in this pass) is the share of the pass the step stands for, so a guide that returns
+        dt * g pushes by g in total whether it runs 10 DDIM or 100 DDPM steps. None leaves sampling unchanged.
+        """
         cfg = self.config
         cond = self.encode_obs(obs)
         b = cond.shape[0]
@@ -126,8 +135,11 @@ class DiffusionPolicy(Policy):
         sched = self._scheduler(scheduler, num_inference_steps)
         cond = cond.repeat_interleave(n, dim=0)  # row i*n + j is candidate j of observation i
         x = noise.to(device=cond.device, dtype=torch.float32).reshape(b * n, cfg.horizon, cfg.action_dim)
+        dt = 1.0 / len(sched.timesteps)
         for t in sched.timesteps:
             x = self.denoise_step(x, t, cond, sched, generator)
+            if guidance is not None:
+                x = x + guidance(x, dt)
         if cfg.clip_sample:
             x = x.clamp(-1.0, 1.0)
         return self.normalizer.unnormalize("action", x).reshape(b, n, cfg.horizon, cfg.action_dim)

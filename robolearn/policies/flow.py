@@ -3,7 +3,8 @@
 Time runs from t=0 (Gaussian noise) to t=1 (the normalized action chunk): x_t = (1 - t) * noise + t * action,
 and the UNet regresses the straight-line velocity action - noise. Sampling integrates dx/dt = v(x, t) from noise
 with Euler or midpoint steps; the step count is a per-call argument, so speed is traded for accuracy without
-retraining. `initial_noise`, `velocity` and `integrate_step` are public so guidance can intervene between steps.
+retraining. `initial_noise`, `velocity` and `integrate_step` are public, and `sample` takes a `guidance` hook
+whose correction is added after every integration step (robolearn.eval.steering uses it).
 
 Shortcut models (Frans et al. 2024): the network also sees a step size d and learns s(x, t, d), the average
 velocity over [t, t + d], so one large step lands where many small ones would. Training mixes
@@ -18,7 +19,7 @@ trained step sizes, other counts interpolate between neighbouring levels.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -187,7 +188,15 @@ class FlowMatchingPolicy(Policy):
     @torch.no_grad()
     def sample(self, obs: Mapping[str, torch.Tensor], n: int = 1, generator: torch.Generator | None = None,
                steps: int | None = None, integrator: str | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None,
+               guidance: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+        """n chunks per observation, (B, n, horizon, action_dim) in task units.
+
+        `guidance(x, dt) -> delta`: after every integration step, x (the flat normalized chunks, (B * n, horizon,
+        action_dim), row i * n + j being candidate j of observation i) becomes x + delta, before the final clip.
+        dt = 1 / steps is the step's size in flow time, the same contract as DiffusionPolicy.sample: steps' dt
+        sum to 1 over the pass. None leaves sampling unchanged.
+        """
         cfg = self.config
         steps, integrator = self._steps(steps), self._integrator(integrator)
         cond = self.encode_obs(obs)
@@ -202,6 +211,8 @@ class FlowMatchingPolicy(Policy):
         dt = 1.0 / steps
         for i in range(steps):
             x = self.integrate_step(x, i * dt, dt, cond, integrator)
+            if guidance is not None:
+                x = x + guidance(x, dt)
         if cfg.clip_sample:
             x = x.clamp(-1.0, 1.0)
         return self.normalizer.unnormalize("action", x).reshape(shape)
