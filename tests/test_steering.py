@@ -183,9 +183,9 @@ def test_sample_guidance_hook_sees_every_step_and_none_changes_nothing(head_inde
     runs = {"ddim": {}, "ddpm": {"scheduler": "ddpm"}} if head_index == 0 else {"euler": {"steps": 5},
                                                                                 "midpoint": {"integrator": "midpoint"}}
     for name, kwargs in runs.items():
-        calls = []
+        calls: list[tuple[tuple[int, ...], float]] = []
 
-        def record(x, dt):
+        def record(x, dt, calls=calls):
             calls.append((tuple(x.shape), dt))
             return torch.zeros_like(x)
 
