@@ -6,6 +6,8 @@ same command again continues at the next episode. Failed expert episodes are kep
 metadata) rather than dropped, so the store says exactly how good its demonstrations are.
 
     robolearn collect --task lift --episodes 200          # -> datasets/lift_scripted.episodes.zarr
+    robolearn collect --task lift --expert degraded --failure early_close --failure-prob 1.0 --seed 1000
+                                                          # -> datasets/lift_degraded.episodes.zarr (all fail)
 """
 from __future__ import annotations
 
@@ -23,24 +25,30 @@ from robolearn.data.store import EpisodeStore
 from robolearn.env import Env
 from robolearn.task import TaskConfig
 
-EXPERT_KINDS = ("scripted",)
+EXPERT_KINDS = ("scripted", "degraded")  # degraded: the scripted expert with a failure mode (experts/degraded.py)
 
 
-def _make_expert(kind: str, env: Env) -> Any:
-    from robolearn.sim.experts import make_expert
+def _make_expert(kind: str, env: Env, options: dict[str, Any] | None = None) -> Any:
+    from robolearn.sim.experts import make_degraded_expert, make_expert
     from robolearn.sim.robosuite_env import RobosuiteEnv
 
     if kind not in EXPERT_KINDS:
         raise ValueError(f"unknown expert {kind!r}; expected one of {EXPERT_KINDS}")
     if not isinstance(env, RobosuiteEnv):
         raise ValueError(f"scripted experts exist for the robosuite tasks only; this task's env is {type(env).__name__}")
+    if kind == "degraded":
+        return make_degraded_expert(env.task, env, **(options or {}))
+    if options:
+        raise ValueError(f"the scripted expert takes no options, got {sorted(options)}")
     return make_expert(env.task, env)
 
 
-def _store_attrs(task: TaskConfig, env: Env, expert: str, seed_start: int) -> dict[str, Any]:
+def _store_attrs(task: TaskConfig, env: Env, expert: str, seed_start: int,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"source": f"{expert} expert", "expert": expert, "seed_start": int(seed_start), "env": task.env,
             "env_kwargs": dict(task.env_kwargs), "action_mode": getattr(env, "action_mode", None),
-            "obs_keys": sorted(env.spec.obs), "action_meaning": env.spec.action_meaning}
+            "obs_keys": sorted(env.spec.obs), "action_meaning": env.spec.action_meaning,
+            "expert_options": dict(options or {})}
 
 
 def _open_for_resume(out: Path, task: TaskConfig, attrs: dict[str, Any]) -> EpisodeStore:
@@ -50,7 +58,7 @@ def _open_for_resume(out: Path, task: TaskConfig, attrs: dict[str, Any]) -> Epis
     problems = []
     if store.task != task.name:
         problems.append(f"it belongs to task {store.task!r}, not {task.name!r}")
-    for key in ("action_mode", "obs_keys", "expert", "seed_start"):
+    for key in ("action_mode", "obs_keys", "expert", "seed_start", "expert_options"):
         if key in have and have[key] != attrs[key]:
             problems.append(f"its {key} is {have[key]!r}, this run's is {attrs[key]!r}")
     if problems:
@@ -89,12 +97,16 @@ def run_episode(env: Env, expert: Any, seed: int) -> tuple[dict[str, np.ndarray]
     data["action"] = np.stack(actions)
     data["reward"] = np.asarray(rewards, dtype=np.float32)
     meta = {"seed": int(seed), "success": bool(info["success"]), "return": float(np.sum(rewards))}
+    if hasattr(expert, "episode_info"):  # e.g. which mistake a degraded expert made in this episode
+        meta.update(expert.episode_info())
     return data, meta
 
 
 def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripted", seed_start: int = 0,
-            progress: bool = True) -> EpisodeStore:
-    """Run the task's expert until `out` holds `n_episodes` episodes (episode i: seed seed_start + i)."""
+            progress: bool = True, expert_options: dict[str, Any] | None = None) -> EpisodeStore:
+    """Run the task's expert until `out` holds `n_episodes` episodes (episode i: seed seed_start + i).
+
+    `expert_options` go to the degraded expert (e.g. {"failure": "early_close", "p": 0.5})."""
     from tqdm import tqdm
 
     if n_episodes < 1:
@@ -104,8 +116,8 @@ def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripte
     out = Path(out)
     env = task.make_env()
     try:
-        policy = _make_expert(expert, env)
-        attrs = _store_attrs(task, env, expert, seed_start)
+        policy = _make_expert(expert, env, expert_options)
+        attrs = _store_attrs(task, env, expert, seed_start, expert_options)
         resume = out.exists() and any(out.iterdir())
         store = _open_for_resume(out, task, attrs) if resume else _create(out, task, env.spec.control_hz, attrs)
         done = store.n_episodes
@@ -127,13 +139,13 @@ def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripte
     return EpisodeStore.open(out)
 
 
-def default_out(task_name: str, action_mode: str | None, config_mode: str | None) -> Path:
-    """datasets/<task>_scripted.episodes.zarr (the name the task config looks for); another action mode than the
-    config's gets its own name, so a delta-action task never trains on absolute actions by accident."""
+def default_out(task_name: str, action_mode: str | None, config_mode: str | None, expert: str = "scripted") -> Path:
+    """datasets/<task>_<expert>.episodes.zarr (scripted: the name the task config looks for); another action mode
+    than the config's gets its own name, so a delta-action task never trains on absolute actions by accident."""
     from robolearn.data.sources import datasets_dir
 
     suffix = "" if action_mode == config_mode else f"_{action_mode}"
-    return datasets_dir() / f"{task_name}_scripted{suffix}.episodes.zarr"
+    return datasets_dir() / f"{task_name}_{expert}{suffix}.episodes.zarr"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="store path (default: datasets/<task>_scripted.episodes.zarr)")
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (episode i: seed + i)")
     parser.add_argument("--action-mode", choices=("delta", "absolute"), help="default: the task config's")
+    parser.add_argument("--failure", choices=("early_close", "release"),
+                        help="degraded expert only: its mistake (default early_close)")
+    parser.add_argument("--failure-prob", type=float,
+                        help="degraded expert only: probability that an episode has the mistake (default 1.0)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -160,9 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_mode = task.env_kwargs.get("action_mode")
     if args.action_mode:
         task.env_kwargs = {**task.env_kwargs, "action_mode": args.action_mode}
-    out = args.out or default_out(args.task, task.env_kwargs.get("action_mode"), config_mode)
+    options = {name: value for name, value in (("failure", args.failure), ("p", args.failure_prob)) if value is not None}
+    if options and args.expert != "degraded":
+        print("robolearn collect: error: --failure and --failure-prob apply to --expert degraded only", file=sys.stderr)
+        return 2
+    out = args.out or default_out(args.task, task.env_kwargs.get("action_mode"), config_mode, args.expert)
     try:
-        store = collect(task, args.episodes, out, expert=args.expert, seed_start=args.seed, progress=not args.no_progress)
+        store = collect(task, args.episodes, out, expert=args.expert, seed_start=args.seed,
+                        progress=not args.no_progress, expert_options=options)
     except (FileNotFoundError, ValueError, PermissionError) as err:
         print(f"robolearn collect: error: {err}", file=sys.stderr)
         return 2
