@@ -9,6 +9,7 @@ and the executed trajectory is smooth; m = 0 is a plain mean; m < 0 favours the 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 
 import numpy as np
@@ -32,6 +33,7 @@ class TemporalEnsembleRunner(ObsHistory):
         self._chunks: deque[tuple[int, np.ndarray]] = deque(maxlen=self.chunk_len)  # (step requested, chunk)
         self._t = 0
         self.n_inferences = 0
+        self.latencies_s: list[float] = []  # wall time of each inference
 
     def reset(self, observations) -> None:
         super().reset(observations)
@@ -41,7 +43,9 @@ class TemporalEnsembleRunner(ObsHistory):
     def act(self) -> np.ndarray:
         """(n_envs, action_dim): the ensembled action for the current step."""
         t = self._t
+        t0 = time.perf_counter()
         self._chunks.append((t, predict_future(self.policy, self._history, self.generator)))
+        self.latencies_s.append(time.perf_counter() - t0)
         self.n_inferences += 1
         # every kept chunk covers step t: the deque holds the last K requests, one per step
         predictions = np.stack([chunk[:, t - s] for s, chunk in self._chunks])  # (n, n_envs, action_dim), oldest first

@@ -1,8 +1,9 @@
-"""A recording session: episodes one after another, started, stopped, redone or ended by session events.
+"""An operator session: episodes one after another, started, stopped, redone or ended by session events.
 
 The operator starts an episode, ends it early (saved), drops it and records it again with the same seed, or
 quits (the episode in progress is saved). An episode that runs to its end is saved too. The loop's recorder
-does the saving, so an interrupted session never leaves a half-written episode behind.
+does the saving, so an interrupted session never leaves a half-written episode behind. Without a recorder
+(deploying a policy without recording) the same keys start, stop, redo and quit episodes.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from robolearn.control.session_keys import EventSource, SessionEvent
 
 @dataclass
 class SessionSummary:
-    saved: list[int] = field(default_factory=list)  # store indices of the episodes kept
+    saved: list[int] = field(default_factory=list)  # store indices of the episodes kept (with a recorder)
+    kept: int = 0  # episodes that count towards n_episodes: ended any way but re-record
     results: list[EpisodeResult] = field(default_factory=list)  # every episode run, re-recorded ones included
     rerecorded: int = 0
     quit: bool = False  # ended by the operator (rather than by reaching n_episodes or running out of seeds)
@@ -25,9 +27,7 @@ class SessionSummary:
 def record_session(loop: ControlLoop, events: EventSource, seeds: Iterable[int], n_episodes: int | None = None,
                    wait_for_start: bool = True, idle_poll_s: float = 0.02,
                    message: Callable[[str], None] = print) -> SessionSummary:
-    """Record up to `n_episodes` episodes (one env, one seed each) into the loop's recorder."""
-    if loop.recorder is None:
-        raise ValueError("record_session needs a ControlLoop with a recorder: ControlLoop(..., recorder=EpisodeRecorder(store))")
+    """Run up to `n_episodes` kept episodes (one env, one seed each), each saved by the loop's recorder if it has one."""
     if n_episodes is not None and n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1 or None (until quit), got {n_episodes}")
     summary = SessionSummary()
@@ -47,9 +47,9 @@ def record_session(loop: ControlLoop, events: EventSource, seeds: Iterable[int],
         return None
 
     seed = next(seed_iter, None)
-    while seed is not None and (n_episodes is None or len(summary.saved) < n_episodes):
+    while seed is not None and (n_episodes is None or summary.kept < n_episodes):
         if wait_for_start:
-            message(f"episode {len(summary.saved)} (seed {seed}): press start")
+            message(f"episode {summary.kept} (seed {seed}): press start")
             if _wait_for_start(events, idle_poll_s, backlog) is SessionEvent.QUIT:
                 summary.quit = True
                 break
@@ -59,9 +59,11 @@ def record_session(loop: ControlLoop, events: EventSource, seeds: Iterable[int],
             summary.rerecorded += 1
             message(f"episode dropped after {result.steps} steps; recording it again")
             continue
+        summary.kept += 1
         if result.episode_index is not None:
             summary.saved.append(result.episode_index)
-        message(f"episode ended ({result.end_reason}) after {result.steps} steps; saved as {result.episode_index}")
+        saved = f"; saved as episode {result.episode_index}" if result.episode_index is not None else ""
+        message(f"episode ended ({result.end_reason}) after {result.steps} steps{saved}")
         if summary.quit:
             break
         seed = next(seed_iter, None)

@@ -24,8 +24,10 @@ class SessionEvent(enum.Enum):
     QUIT = "quit"  # save the episode in progress, then end the session
 
 
+# Keys the keyboard teleop does not use (it moves the arm with w/s a/d r/f u/j i/k o/l and space), so one
+# keyboard can drive the arm and the session at once.
 DEFAULT_KEYS: dict[str, SessionEvent] = {
-    "s": SessionEvent.START, "e": SessionEvent.STOP, "r": SessionEvent.RERECORD, "q": SessionEvent.QUIT,
+    "n": SessionEvent.START, "e": SessionEvent.STOP, "x": SessionEvent.RERECORD, "q": SessionEvent.QUIT,
 }
 
 
