@@ -8,6 +8,10 @@
     robolearn critic train --task T [--dataset STORE] [--config iql|mc] [--policy CKPT] [--out DIR] [key=value...]
     robolearn worldmodel train --task T [--dataset STORE ...] [--config latent] [--out DIR] [key=value...]
     robolearn collect --task lift [--episodes N]  scripted demonstrations in simulation into an EpisodeStore
+    robolearn collect --rig sim_arm --out STORE [--episodes N] [--teleop keyboard|spacemouse]   teleoperated, on a robot
+    robolearn teleop  --rig sim_arm [--teleop keyboard|spacemouse] [--seconds S]
+    robolearn deploy  --rig sim_arm CHECKPOINT [--episodes N] [--execution receding|ensemble|rtc] [--record STORE]
+    robolearn replay  --rig sim_arm STORE [--episode I]
     robolearn convert SRC DST [--from FORMAT | --to FORMAT]     formats: diffusion_policy zarr, robomimic HDF5
     robolearn info   STORE                      episodes, steps, keys of an EpisodeStore
 """
@@ -321,10 +325,21 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from robolearn.sim.collect import main as collect_in_sim
 
+    if any(a == "--rig" or a.startswith("--rig=") for a in args.args):  # teleoperated, on a robot
+        return cmd_robot(args)
     return collect_in_sim(args.args)
 
 
-PASS_THROUGH = {"collect": cmd_collect}
+def cmd_robot(args: argparse.Namespace) -> int:
+    from robolearn.robot_commands import run_command
+
+    return run_command(args.command, args.args)
+
+
+ROBOT_VERBS = {"teleop": "drive a robot from a teleop device (--rig sim_arm)",
+               "deploy": "run a policy checkpoint on a robot (--rig sim_arm CHECKPOINT)",
+               "replay": "send a recorded episode's actions to a robot again (--rig sim_arm STORE)"}
+PASS_THROUGH = {"collect": cmd_collect, **dict.fromkeys(ROBOT_VERBS, cmd_robot)}
 
 
 FORMATS = ("diffusion_policy", "robomimic")
@@ -424,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(default: the task's dataset)")
         t.set_defaults(func=train)
 
+    for verb, help_ in ROBOT_VERBS.items():  # parsed by robolearn.robot_commands (robolearn VERB --help)
+        sub.add_parser(verb, add_help=False, help=help_).add_argument("args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("collect", add_help=False, help="collect demonstrations into an EpisodeStore "
                        "(robolearn collect --task lift --expert scripted --episodes N; --help for all options)")
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -456,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, PermissionError, ConnectionError) as err:
+    except (FileNotFoundError, FileExistsError, KeyError, IndexError, ValueError, PermissionError, ConnectionError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         verb = f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
         print(f"robolearn {verb}: error: {message}", file=sys.stderr)

@@ -5,8 +5,8 @@ declares, with the declared shapes and dtypes: images are uint8 HxWxC, low-dim v
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np

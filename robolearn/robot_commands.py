@@ -110,7 +110,8 @@ def latency_line(latencies_s: Sequence[float]) -> str:
     if not len(latencies_s):
         return "inference: no calls timed"
     lat = np.asarray(latencies_s) * 1e3
-    return f"inference: {len(lat)} calls, median {np.median(lat):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, max {lat.max():.1f} ms"
+    return (f"inference: {len(lat)} calls, median {np.median(lat):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+            f"max {lat.max():.1f} ms")
 
 
 def _loop(env: RobotEnv, runner: ChunkRunner, clock: Clock | None, recorder: EpisodeRecorder | None = None,

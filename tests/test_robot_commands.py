@@ -1,5 +1,4 @@
 """The robot verbs end to end on the simulated arm: teleop collection, deploy, replay; runners; bad input."""
-import copy
 import time
 
 import numpy as np
@@ -10,7 +9,7 @@ import yaml
 from robolearn.cli import main
 from robolearn.control.clock import SteppedClock
 from robolearn.control.replay_runner import ReplayRunner, recorded_actions
-from robolearn.control.session_keys import DEFAULT_KEYS, EventQueue
+from robolearn.control.session_keys import DEFAULT_KEYS, EventQueue, SessionEvent
 from robolearn.control.teleop_runner import TeleopRunner
 from robolearn.data.store import EpisodeStore
 from robolearn.hal.drivers.keyboard_teleop import KEY_BINDINGS
@@ -20,7 +19,6 @@ from robolearn.hal.robot_env import make_robot_spec
 from robolearn.hal.teleop import TeleopCommand
 from robolearn.policies.checkpoint import save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
-from robolearn.control.session_keys import SessionEvent
 from robolearn.robot_commands import check_policy_fits, collect_teleop, deploy, make_teleop, replay, teleoperate
 
 LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos"]
