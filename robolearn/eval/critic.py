@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from robolearn.data.normalizer import Normalizer
 from robolearn.data.obs_source import parse_obs_sources
@@ -39,6 +38,7 @@ from robolearn.data.windows import Windows, WindowSpec, to_device
 from robolearn.device import resolve_device
 from robolearn.env import ArraySpec
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
+from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.task import TaskConfig
@@ -407,21 +407,9 @@ def train_critic(source: EpisodeStore | TaskConfig, config: CriticConfig | None 
     critic.update_target(1.0)  # targets start equal to the online heads
     params = [p for name, p in critic.named_parameters() if not name.startswith("target_")]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    running: dict[str, list[float]] = {}
-    for step in tqdm(range(cfg.steps), desc="critic", unit="step", disable=not progress):
-        batch = data.gather(rng.integers(0, len(data), cfg.batch_size), device)
-        loss, parts = critic.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"critic loss became {loss.item()} at step {step}; lower lr or check the rewards")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        critic.update_target()
-        for name, value in parts.items():
-            running.setdefault(name, []).append(value)
-        if history is not None and (step + 1) % cfg.log_every == 0:
-            history.append({"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()}})
-            running.clear()
+    fit_steps(lambda step: critic.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device)), params,
+              optimizer, cfg.steps, what="critic", log_every=cfg.log_every, history=history, progress=progress,
+              after_step=critic.update_target, hint="lower lr or check the rewards")
     return critic.eval()
 
 

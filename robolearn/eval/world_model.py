@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from robolearn.data.normalizer import Normalizer
 from robolearn.data.obs_source import parse_obs_sources
@@ -42,6 +41,7 @@ from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
 from robolearn.eval.critic import step_rewards, store_obs_specs
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
+from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
 
 KIND = CheckpointKind(what="world model", format="robolearn.world_model", version=1, weights="world_model.safetensors",
@@ -426,20 +426,9 @@ def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: Wor
     _fit(model, data)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    running: dict[str, list[float]] = {}
-    for step in tqdm(range(cfg.steps), desc="world model", unit="step", disable=not progress):
-        loss, parts = model.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"world model loss became {loss.item()} at step {step}; lower lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        for name, value in parts.items():
-            running.setdefault(name, []).append(value)
-        if history is not None and (step + 1) % cfg.log_every == 0:
-            history.append({"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()}})
-            running.clear()
+    fit_steps(lambda step: model.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device)),
+              model.parameters(), optimizer, cfg.steps, what="world model", log_every=cfg.log_every, history=history,
+              progress=progress, grad_clip=cfg.grad_clip)
     return model.eval()
 
 
