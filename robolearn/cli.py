@@ -124,8 +124,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         policy, extras["steering"] = steer(policy, critic_path, args)
     if args.imagine is not None:
         task, extras["imagination"] = imagined_task(policy, task, args.imagine, args.initial_observations, args.device)
+    from robolearn.control.chunking import ChunkExecution
+
+    if args.delay_steps is not None and args.execution != "rtc":
+        raise ValueError("--delay-steps only applies with --execution rtc")
+    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps)
     report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
-                      n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes, progress=not args.json)
+                      n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes,
+                      progress=not args.json, execution=execution)
     if "steering" in extras:  # what steering costs: one batched decision of K candidates, scored
         extras["steering"]["latency_ms_per_decision"] = report.inference_ms_per_chunk
     if args.json:
@@ -393,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", type=int, default=50, help="envs stepped together, one batched policy call")
     p.add_argument("--n-workers", type=int, default=0,
                    help="worker processes stepping the envs in parallel (0: in this process; worth it for robosuite)")
+    p.add_argument("--execution", default="receding", metavar="receding|ensemble|rtc",
+                   help="chunk execution: receding horizon, temporal ensembling (every step), or real-time chunking")
+    p.add_argument("--delay-steps", type=int, default=None,
+                   help="rtc only: inference latency to simulate, in control periods (default: the policy's chunk "
+                        "is ready at once, which reproduces receding horizon)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "

@@ -85,3 +85,19 @@ def test_collect_passes_its_arguments_through_in_order(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["collect", "--help"])
     assert exit_info.value.code == 0 and "--expert" in capsys.readouterr().out
+
+
+def test_eval_execution_modes_reach_the_loop_and_are_validated(tmp_path, capsys):
+    save_policy(tiny_diffusion(), tmp_path / "ckpt", task=TaskConfig())
+    runs = {}
+    for mode in (["--execution", "receding"], ["--execution", "rtc", "--delay-steps", "0"]):
+        assert main(["eval", str(tmp_path / "ckpt"), "--episodes", "1", "--json", *mode]) == 0
+        runs[mode[1]] = json.loads(capsys.readouterr().out)
+    # a chunk that is ready at once and blended over nothing is receding horizon, to the action
+    assert runs["rtc"]["score_mean"] == runs["receding"]["score_mean"]
+    assert runs["rtc"]["mean_steps"] == runs["receding"]["mean_steps"]
+    assert (runs["rtc"]["execution"], runs["receding"]["execution"]) == ("rtc", "receding")
+    assert main(["eval", str(tmp_path / "ckpt"), "--execution", "fastest"]) == 2
+    assert "unknown chunk execution mode 'fastest'" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "ckpt"), "--delay-steps", "2"]) == 2
+    assert "--delay-steps only applies with --execution rtc" in capsys.readouterr().err

@@ -48,6 +48,7 @@ class EvalReport:
     wall_s: float
     inference_ms_per_chunk: float
     video: str | None = None
+    execution: str = "receding"  # how action chunks were executed (ChunkExecution.mode)
     worker_restarts: int = 0  # worker processes replaced (or envs rebuilt) after a crash, hang or exception
     rerun_episodes: int = 0  # episodes cut short by a worker failure and run again from their seed
     episodes: list[dict[str, Any]] = field(default_factory=list)
@@ -156,6 +157,7 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         max_reward_mean=r_mean, max_reward_low=r_low, max_reward_high=r_high,
         mean_steps=float(np.mean([r.steps for r in results])), wall_s=wall,
         inference_ms_per_chunk=1000 * timed.total_s / max(1, timed.calls), video=video,
+        execution=(execution or ChunkExecution()).mode,
         worker_restarts=getattr(envs, "restarts", 0), rerun_episodes=len(reruns),
         episodes=[{"seed": r.seed, "success": r.success, "steps": r.steps, "max_reward": r.max_reward,
                    **({task.score_key: score(r)} if task.score_key else {}),
@@ -176,6 +178,7 @@ def format_report(report: EvalReport) -> str:
                                     f"{report.max_reward_high:.3f}]"))
     rows += [("mean episode steps", f"{report.mean_steps:.1f}"),
              ("inference per chunk", f"{report.inference_ms_per_chunk:.1f} ms (batched over envs)"),
+             ("chunk execution", report.execution),
              ("eval wall-clock", f"{report.wall_s:.1f} s")]
     if report.worker_restarts or report.rerun_episodes:
         rows.append(("worker failures", f"{report.worker_restarts} restart(s), {report.rerun_episodes} episode(s) re-run"))
