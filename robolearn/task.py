@@ -13,6 +13,7 @@ from robolearn.data.obs_source import parse_obs_sources
 from robolearn.env import Env, EnvSpec
 
 _ALLOWED_PREFIX = "robolearn."
+ROBOT_ENV = "robolearn.hal.rig:rig_env"  # the env of tasks run on a robot (real or the simulated arm) from a rig file
 
 
 def import_object(path: str) -> Any:
@@ -52,6 +53,11 @@ class TaskConfig:
         parse_obs_sources(self.obs_keys, self.obs_sources)
         if self.expert_episodes < 0 or (self.expert_episodes and not self.expert):
             raise ValueError(f"task {self.name!r}: expert_episodes={self.expert_episodes} needs an expert name and must be >= 0")
+
+    @property
+    def on_robot(self) -> bool:
+        """A robot runs in real time, one at a time: evaluating it paces the loop with the wall clock."""
+        return self.env == ROBOT_ENV
 
     def make_env(self) -> Env:
         return import_object(self.env)(**self.env_kwargs)

@@ -218,3 +218,22 @@ def test_teleop_drives_the_arm_until_the_operator_quits():
 def test_collect_on_a_rig_without_a_terminal_needs_an_episode_count(rig_file, tmp_path, capsys):
     assert main(["collect", "--rig", str(rig_file), "--out", str(tmp_path / "x.zarr")]) == 2
     assert "give --episodes" in capsys.readouterr().err
+
+
+def test_demonstrations_collected_on_a_rig_train_a_policy_that_is_evaluated_on_the_rig_in_real_time(tmp_path, rig_file):
+    from robolearn.cli import compose
+    from robolearn.train import RunConfig, Trainer
+
+    store = tmp_path / "teleop.zarr"
+    collect_teleop(parse_rig(rig_dict()), store, ScriptedTeleop(), EventQueue(), 2, False, message=lambda m: None)
+    config = compose("train", ["task=sim_arm", f"task.env_kwargs.rig={rig_file}", "policy=regression",
+                               "policy.hidden=[16]", "policy.horizon=4", "policy.n_action_steps=4", "policy.n_obs_steps=1",
+                               f"dataset_path={store}", f"out_dir={tmp_path / 'run'}", "train.steps=3",
+                               "train.batch_size=4", "train.final_eval_episodes=1", "train.video_episodes=0",
+                               "train.device=cpu"])
+    run = RunConfig.from_dict(config)
+    assert run.task.on_robot
+    report = Trainer(run, progress=False).fit()
+    assert report.n_episodes == 1 and report.mean_steps == 10  # the rig task's episode length
+    assert report.wall_s > 9 / HZ  # paced by the wall clock: ten commands at 20 Hz take 0.45 s at least
+    assert main(["deploy", "--rig", str(rig_file), str(tmp_path / "run" / "checkpoints" / "last")]) == 0

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from robolearn.control.chunking import ChunkExecution
+from robolearn.control.clock import RealTimeClock
 from robolearn.control.loop import ControlLoop, EpisodeResult
 from robolearn.control.rtc import RealTimeChunkRunner
 from robolearn.eval.statistics import mean_interval, wilson_interval
@@ -91,7 +92,8 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     n_workers=0 steps the envs in this process; n_workers > 0 spreads them over that many worker processes
     (at most n_envs), worth it when a step costs more than a round trip (robosuite, rendered images).
     `execution` picks how chunks are executed (receding horizon by default, temporal ensembling, or real-time
-    chunking; give rtc a `delay_steps` to simulate inference latency deterministically).
+    chunking; give rtc a `delay_steps` to simulate inference latency deterministically). A task on a robot
+    (TaskConfig.on_robot) runs one env on a real-time clock at the rig's rate: episodes take their real duration.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -100,7 +102,9 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     policy.eval()
     timed = _TimedPolicy(policy)
     generator = torch.Generator(device=policy.device).manual_seed(sample_seed)
-    n_envs = max(1, min(n_envs, n_episodes))
+    n_envs = 1 if task.on_robot else max(1, min(n_envs, n_episodes))
+    if task.on_robot and n_workers > 0:
+        raise ValueError(f"task {task.name!r} runs on a robot: evaluate it in this process (n_workers=0)")
     if n_workers > 0:
         envs: SerialVectorEnv | SubprocVectorEnv = SubprocVectorEnv.from_task(task, n_envs, min(n_workers, n_envs))
     else:
@@ -114,7 +118,8 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         out: list[EpisodeResult] = []
         for first in range(0, len(episodes), n_envs):
             batch = episodes[first:first + n_envs]
-            loop = ControlLoop.for_policy(envs, timed, execution, generator=generator)  # type: ignore[arg-type]
+            clock = RealTimeClock(spec.control_hz) if task.on_robot else None
+            loop = ControlLoop.for_policy(envs, timed, execution, generator=generator, clock=clock)  # type: ignore[arg-type]
             record = [video_path is not None and i < video_episodes for i in batch]
             try:
                 out += loop.run([start_seed + i for i in batch], record=record)

@@ -236,6 +236,12 @@ def load_rig(path_or_name: str | Path) -> Rig:
     return parse_rig(raw, path)
 
 
+def rig_env(rig: str) -> RobotEnv:
+    """A rig's RobotEnv, not yet connected (its first reset connects): a task config names a robot as its env with
+    `env: robolearn.hal.rig:rig_env` and `env_kwargs: {rig: NAME_OR_PATH}`."""
+    return load_rig(rig).build_env(connect=False)
+
+
 def parse_rig(raw: Any, path: Path | None = None) -> Rig:
     """A Rig from the mapping of a rig file (`path` only names it in errors)."""
     src = str(path) if path is not None else "rig"
