@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from robolearn.cli import main, task_by_name
+from robolearn.cli import main
+from robolearn.config_files import task_by_name
 from robolearn.data.store import EpisodeStore
 from robolearn.eval.critic import load_critic
 from robolearn.eval.world_model import load_world_model

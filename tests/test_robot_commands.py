@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from robolearn.cli import main
+from robolearn.commands.robot import check_policy_fits, collect_teleop, deploy, make_teleop, replay, teleoperate
 from robolearn.control.clock import SteppedClock
 from robolearn.control.replay_runner import ReplayRunner, recorded_actions
 from robolearn.control.session_keys import DEFAULT_KEYS, EventQueue, SessionEvent
@@ -19,7 +20,6 @@ from robolearn.hal.robot_env import make_robot_spec
 from robolearn.hal.teleop import TeleopCommand
 from robolearn.policies.checkpoint import save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
-from robolearn.robot_commands import check_policy_fits, collect_teleop, deploy, make_teleop, replay, teleoperate
 
 LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos"]
 HZ = 20

@@ -10,10 +10,11 @@ control loop, `PolicyRunner` and `evaluate` run it unchanged. Each decision draw
 Gradient guidance (diffusion and flow heads): with `guidance_scale` > 0 the candidates come from the head's own
 `sample`, given a `guidance(x, dt)` hook that returns scale * dt * grad_x Q, x being the normalized chunk
 (classifier guidance in action space); the head adds it after every denoising / integration step, dt being
-1 / n_steps. The scale is therefore the total push over one sampling pass, whatever the step count. DDPM's fresh
-noise at every step washes part of the push out again (on a toy critic the same scale moved DDIM-10 samples about
-three times further than DDPM-100), so stochastic samplers need a larger scale for the same effect. Sampling itself (schedulers, integrators, step counts,
-clipping) stays in the heads: scale 0 passes no hook and is `policy.sample` exactly.
+1 / n_steps. The scale is therefore the total push over one sampling pass, whatever the step count. DDPM's
+fresh noise at every step washes part of the push out again (on a toy critic the same scale moved DDIM-10
+samples about three times further than DDPM-100), so stochastic samplers need a larger scale for the same
+effect. Sampling itself (schedulers, integrators, step counts, clipping) stays in the heads: scale 0 passes no
+hook and is `policy.sample` exactly.
 
 A critic is anything with `score(obs, chunks) -> (B, K)` (higher is better) over chunks of `action_steps`
 actions that start at the current step, reading the newest `n_obs_steps` frames of observation history:

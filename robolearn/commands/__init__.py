@@ -1,0 +1,1 @@
+"""The jobs behind `robolearn <verb>`, one module per family of verbs; robolearn/cli.py parses and dispatches."""
