@@ -14,6 +14,7 @@
     robolearn replay  --rig sim_arm STORE [--episode I]
     robolearn convert SRC DST [--from FORMAT | --to FORMAT]     formats: diffusion_policy zarr, robomimic HDF5
     robolearn info   STORE                      episodes, steps, keys of an EpisodeStore
+    robolearn bench  [NAME ARGS...]             the benchmarks in scripts/ (no NAME: list them)
 """
 from __future__ import annotations
 
@@ -70,7 +71,6 @@ def cmd_robot(args: argparse.Namespace) -> int:
 ROBOT_VERBS = {"teleop": "drive a robot from a teleop device (--rig sim_arm)",
                "deploy": "run a policy checkpoint on a robot (--rig sim_arm CHECKPOINT)",
                "replay": "send a recorded episode's actions to a robot again (--rig sim_arm STORE)"}
-PASS_THROUGH = {"collect": cmd_collect, **dict.fromkeys(ROBOT_VERBS, cmd_robot)}
 
 
 FORMATS = ("diffusion_policy", "robomimic")
@@ -93,6 +93,37 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmarks() -> dict[str, Path]:
+    from robolearn.data.sources import project_root
+
+    return {p.stem.removeprefix("bench_"): p for p in sorted((project_root() / "scripts").glob("bench_*.py"))}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run scripts/bench_NAME.py with the remaining arguments, or list the benchmarks."""
+    import runpy
+
+    found = benchmarks()
+    if not args.args or args.args[0] in ("-h", "--help"):
+        print("robolearn bench NAME [ARGS...]  (each prints a table; NAME --help for its options)")
+        for name, path in found.items():
+            doc = (path.read_text().split('"""')[1:2] or [""])[0].strip().split("\n\n")[0]
+            print(f"  {name:<14} {' '.join(doc.split()).split('. ')[0]}")
+        return 0
+    name, rest = args.args[0], args.args[1:]
+    if name not in found:
+        raise ValueError(f"no benchmark {name!r}; available: {', '.join(found)}")
+    saved = sys.argv
+    sys.argv = [str(found[name]), *rest]
+    try:
+        runpy.run_path(str(found[name]), run_name="__main__")
+    except SystemExit as done:  # the script's own argparse (--help, a usage error) or exit code
+        return done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from robolearn.data.store import EpisodeStore
 
@@ -104,6 +135,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key, spec in store.specs.items():
         print(f"  {key:<16} {str(spec.shape):<16} {spec.dtype}")
     return 0
+
+
+PASS_THROUGH = {"collect": cmd_collect, "bench": cmd_bench, **dict.fromkeys(ROBOT_VERBS, cmd_robot)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(robolearn collect --task lift --expert scripted --episodes N; --help for all options)")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_collect)
+
+    sub.add_parser("bench", add_help=False, help="run a benchmark from scripts/ (robolearn bench: the list)"
+                   ).add_argument("args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("convert", help="import a dataset into an EpisodeStore, or export one")
     p.add_argument("src", type=Path)

@@ -101,3 +101,13 @@ def test_eval_execution_modes_reach_the_loop_and_are_validated(tmp_path, capsys)
     assert "unknown chunk execution mode 'fastest'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "ckpt"), "--delay-steps", "2"]) == 2
     assert "--delay-steps only applies with --execution rtc" in capsys.readouterr().err
+
+
+def test_bench_lists_the_benchmarks_and_runs_one_with_its_own_arguments(capsys):
+    assert main(["bench"]) == 0
+    listing = capsys.readouterr().out
+    assert "loop " in listing and "vector_env " in listing and "steering " in listing
+    assert main(["bench", "loop", "--help"]) == 0
+    assert "--seconds" in capsys.readouterr().out  # the script's own parser answered
+    assert main(["bench", "nope"]) == 2
+    assert "no benchmark 'nope'; available: " in capsys.readouterr().err
