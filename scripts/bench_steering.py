@@ -63,10 +63,14 @@ def ensure_collected(task: TaskConfig, out: Path, n: int, expert: str, seed: int
     return collect(task, n, out, expert=expert, seed_start=seed, progress=True, expert_options=options)
 
 
-def mix_stores(out: Path, parts: list[tuple[EpisodeStore, int]], redo: bool = False) -> EpisodeStore:
-    """A new store holding the first n episodes of each (store, n), metadata kept plus the store they came from.
-    Reused when it exists with the same recipe."""
-    recipe = [{"store": str(store.path), "episodes": int(n)} for store, n in parts]
+def _span(n: int | tuple[int, int]) -> range:
+    return range(n) if isinstance(n, int) else range(*n)
+
+
+def mix_stores(out: Path, parts: list[tuple[EpisodeStore, int | tuple[int, int]]], redo: bool = False) -> EpisodeStore:
+    """A new store holding, for each (store, n), its first n episodes (or episodes start..stop-1 for n = (start,
+    stop)), metadata kept plus the store they came from. Reused when it exists with the same recipe."""
+    recipe = [{"store": str(store.path), "episodes": n if isinstance(n, int) else list(n)} for store, n in parts]
     if out.exists() and not redo:
         store = EpisodeStore.open(out)
         if store.attrs.get("mixed_from") == recipe:
@@ -75,14 +79,14 @@ def mix_stores(out: Path, parts: list[tuple[EpisodeStore, int]], redo: bool = Fa
                               f"collect or choose another path")
     first = parts[0][0]
     for store, n in parts:
-        if store.n_episodes < n:
-            raise ValueError(f"{store.path} has {store.n_episodes} episodes, {n} were asked for")
+        if store.n_episodes < _span(n).stop:
+            raise ValueError(f"{store.path} has {store.n_episodes} episodes, {_span(n).stop} were asked for")
     tmp = out.with_name(f".{out.name}.mixing")
     mixed = EpisodeStore.create(tmp, fps=first.fps, task=first.task, overwrite=True,
                                 attrs={**first.attrs, "source": "mixed", "expert": "mixed", "mixed_from": recipe})
     for store, n in parts:
         mixed.append_episodes(((store.episode(i), {**store.episode_meta(i), "from": store.path.name})
-                               for i in range(n)), commit_every=25)
+                               for i in _span(n)), commit_every=25)
     if out.exists():
         import shutil
 
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra hydra overrides of the demo recipe (default: 4 sampling steps, cheap enough for K=64)")
     p.add_argument("--critic-steps", type=int, default=10000)
     p.add_argument("--mc", action="store_true", help="also steer with the Monte-Carlo critic (K=16)")
-    p.add_argument("--guidance", type=float, default=0.0, help="also run gradient guidance with this scale (K=1)")
+    p.add_argument("--guidance", type=float, nargs="*", default=[], help="also run gradient guidance (K=1) with these scales")
     p.add_argument("--n-envs", type=int, default=10)
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--redo", default="", help=f"comma list of stages to run again even if outputs exist: {STAGES}")
@@ -236,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     task = lift_task()
+    results_path = args.out / "results.json"
+    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     # 1. data
@@ -272,21 +278,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_eval:
         return 0
 
-    # 4. evaluation, same seeds for every row
-    rows = [eval_row("plain", policy, task, mixed, args, {})]
-    for k in [int(x) for x in args.ks.split(",") if x]:
-        rows.append(eval_row(f"steered K={k}", SteeredPolicy(policy, critics["iql"], k=k), task, mixed, args,
-                             {"critic": "iql", "k": k}))
-        results["rows"] = rows
+    # 4. evaluation, same seeds for every row; rows already measured with these settings are kept
+    done = {r["name"]: r for r in previous.get("rows", []) if r.get("n_episodes") == args.episodes}
+    if redo & {"collect", "train", "critic"}:
+        done = {}  # new data, policy or critic: earlier rows measured something else
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, make_policy, extra: dict[str, Any]) -> None:
+        if name in done and "eval" not in redo:
+            rows.append(done[name])
+        else:
+            rows.append(eval_row(name, make_policy(), task, mixed, args, extra))
+        results["rows"] = rows + [r for n, r in done.items() if n not in {x["name"] for x in rows}]
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    row("plain", lambda: policy, {})
+    for k in [int(x) for x in args.ks.split(",") if x]:
+        row(f"steered K={k}", lambda k=k: SteeredPolicy(policy, critics["iql"], k=k), {"critic": "iql", "k": k})
     if args.mc:
-        rows.append(eval_row("steered K=16 (MC critic)", SteeredPolicy(policy, critics["mc"], k=16), task, mixed, args,
-                             {"critic": "mc", "k": 16}))
-    if args.guidance > 0:
-        steered = SteeredPolicy(policy, critics["iql"], k=1, guidance_scale=args.guidance)
-        rows.append(eval_row(f"guided (scale {args.guidance:g})", steered, task, mixed, args,
-                             {"critic": "iql", "k": 1, "guidance": args.guidance}))
-    results["rows"] = rows
+        row("steered K=16 (MC critic)", lambda: SteeredPolicy(policy, critics["mc"], k=16), {"critic": "mc", "k": 16})
+    for scale in args.guidance:
+        row(f"guided (scale {scale:g})", lambda s=scale: SteeredPolicy(policy, critics["iql"], k=1, guidance_scale=s),
+            {"critic": "iql", "k": 1, "guidance": scale})
+    rows = results["rows"]
     results["table"] = markdown(rows)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(results["table"])
