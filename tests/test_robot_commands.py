@@ -17,6 +17,7 @@ from robolearn.hal.drivers.keyboard_teleop import KEY_BINDINGS
 from robolearn.hal.rig import HARDWARE_DIR, parse_rig
 from robolearn.hal.robot import RobotLimits
 from robolearn.hal.robot_env import make_robot_spec
+from robolearn.hal.safety import RobotHalted
 from robolearn.hal.teleop import TeleopCommand
 from robolearn.policies.checkpoint import save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
@@ -237,3 +238,27 @@ def test_demonstrations_collected_on_a_rig_train_a_policy_that_is_evaluated_on_t
     assert report.n_episodes == 1 and report.mean_steps == 10  # the rig task's episode length
     assert report.wall_s > 9 / HZ  # paced by the wall clock: ten commands at 20 Hz take 0.45 s at least
     assert main(["deploy", "--rig", str(rig_file), str(tmp_path / "run" / "checkpoints" / "last")]) == 0
+
+
+def test_an_overrunning_policy_trips_the_watchdog_the_robot_stops_and_the_recording_is_kept_marked(tmp_path, capsys):
+    raw = rig_dict(safety={"stale_after_s": 0.5, "watchdog_timeout_s": 0.2, "home_speed": 1.0})
+    rig_file = tmp_path / "strict.yaml"
+    rig_file.write_text(yaml.safe_dump(raw))
+    policy = x_policy()
+    sample = policy.sample
+    calls = []
+
+    def slow_second_chunk(obs, n=1, generator=None):
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(0.5)  # an inference that overruns the 0.2 s watchdog
+        return sample(obs, n=n, generator=generator)
+
+    policy.sample = slow_second_chunk
+    record = tmp_path / "rollouts.zarr"
+    with pytest.raises(RobotHalted, match="inference has run"):
+        deploy(parse_rig(raw), policy, 1, EventQueue(), wait_for_start=False, record=record, message=lambda m: None)
+    store = EpisodeStore.open(record)
+    meta = store.episode_meta(0)
+    assert store.episode_lengths[0] == 4  # the first chunk's four steps, then the halt: nothing after it was sent
+    assert meta["interrupted"].startswith("RobotHalted") and meta["reason"] == "interrupted"

@@ -288,4 +288,7 @@ def run_command(verb: str, argv: Sequence[str]) -> int:
     except RobotHalted as err:
         print(f"robolearn {verb}: the robot was stopped: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # the env was closed (robot stopped) and a recording saved on the way out
+        print(f"robolearn {verb}: interrupted; the robot was stopped", file=sys.stderr)
+        return 130
 
