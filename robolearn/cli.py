@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "num_inference_steps=4, integrator=midpoint (repeatable)")
     p.add_argument("--video", type=Path, help="write a video of the first episodes here (.mp4)")
     p.add_argument("--video-episodes", type=int, default=4)
+    p.add_argument("--record", type=Path, metavar="STORE",
+                   help="record every episode into this store (created, or added to): rollouts for world models and critics")
     p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
     steering = p.add_argument_group("value-guided steering (robolearn.eval.steering)")
     steering.add_argument("--steer", metavar="critic=PATH",

@@ -188,3 +188,22 @@ def test_imagine_refuses_a_policy_the_world_model_cannot_serve(files, world_mode
     assert "observation 'state': world model" in err and "predicts shape [2], the policy expects [5]" in err
     err = fails(capsys, ["eval", str(wide), "--initial-observations", str(files["store"])])
     assert "--initial-observations only applies with --imagine" in err
+
+
+def test_eval_record_keeps_every_episode_as_evaluated_and_refuses_another_tasks_store(files, tmp_path, capsys):
+    record = tmp_path / "rollouts.zarr"
+    for _ in range(2):  # a second evaluation adds to the same store
+        assert main(["eval", str(files["policy"]), "--episodes", "3", "--n-envs", "3", "--json", "--record",
+                     str(record)]) == 0
+        report = json.loads(capsys.readouterr().out)
+    store = EpisodeStore.open(record)
+    assert store.n_episodes == 6 and store.task == "particle" and store.attrs["source"] == "policy rollouts"
+    halves = [{store.episode_meta(i)["seed"]: store.episode_meta(i)["success"] for i in range(j, j + 3)} for j in (0, 3)]
+    assert sorted(halves[0]) == [100000, 100001, 100002]  # committed in the order the episodes ended
+    assert halves[0] == halves[1]  # same seeds, same policy, same sampling seed: the same outcomes
+    assert sum(halves[0].values()) == round(report["success_rate"] * 3)
+    assert {"state", "action", "reward", "timestamp"} <= set(store.keys)
+    other = EpisodeStore.create(tmp_path / "other.zarr", fps=10, task="pusht")
+    other.append_episode({"state": np.zeros((2, 2), np.float32)})
+    assert main(["eval", str(files["policy"]), "--episodes", "1", "--record", str(other.path)]) == 2
+    assert "holds episodes of task 'pusht', not 'particle'" in capsys.readouterr().err

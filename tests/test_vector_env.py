@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robolearn.data.store import EpisodeStore
 from robolearn.eval.rollout import evaluate, format_report
 from robolearn.sim.pusht import PushTEnv
 from robolearn.sim.vector_env import SerialVectorEnv, SubprocVectorEnv
@@ -248,12 +249,17 @@ class KillsWorkerZero(GoToBlockPolicy):
         return super().sample(obs, n, generator)
 
 
-def test_evaluation_reruns_episodes_of_a_crashed_worker_from_their_seeds(serial_report):
+def test_evaluation_reruns_episodes_of_a_crashed_worker_from_their_seeds(serial_report, tmp_path):
     serial = serial_report
     assert all(e["steps"] > 8 for e in serial.episodes)  # the crash at the third chunk lands mid-episode
     policy = KillsWorkerZero({p.pid for p in mp.active_children()})
-    report = evaluate(policy, TaskConfig(), n_episodes=3, n_envs=3, n_workers=2, start_seed=40, progress=False)
+    store = EpisodeStore.create(tmp_path / "rollouts.zarr", fps=10, task="pusht")
+    report = evaluate(policy, TaskConfig(), n_episodes=3, n_envs=3, n_workers=2, start_seed=40, progress=False,
+                      record=store)
     assert policy.killed is not None
     assert report.worker_restarts == 1 and report.rerun_episodes == 2  # worker 0 hosted episodes 0 and 2
     assert report.episodes == serial.episodes
     assert "1 restart(s), 2 episode(s) re-run" in format_report(report)
+    # the recording holds each episode once, whole: the two cut short by the crash were dropped and re-recorded
+    recorded = {store.episode_meta(i)["seed"]: int(n) for i, n in enumerate(store.episode_lengths)}
+    assert recorded == {e["seed"]: e["steps"] for e in serial.episodes}

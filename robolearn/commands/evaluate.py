@@ -33,9 +33,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.imagine is not None:
         task, extras["imagination"] = imagined_task(policy, task, args.imagine, args.initial_observations, args.device)
     execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps)
+    record = rollout_store(args.record, task, args.checkpoint) if args.record is not None else None
     report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
                       n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes,
-                      progress=not args.json, execution=execution)
+                      progress=not args.json, execution=execution, record=record)
     if "steering" in extras:  # what steering costs: one batched decision of K candidates, scored
         extras["steering"]["latency_ms_per_decision"] = report.inference_ms_per_chunk
     if args.json:
@@ -46,6 +47,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"  {name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) and k.endswith("_ms_per_decision")
                                           else f"{k}={v}" for k, v in settings.items()))
     return 0
+
+
+def rollout_store(path: Path, task: Any, checkpoint: Path) -> Any:
+    """The store evaluation episodes are recorded into: a new one, or one that already holds this task's rollouts."""
+    from robolearn.data.store import EpisodeStore
+
+    if path.exists() and any(path.iterdir()):
+        store = EpisodeStore.open(path, mode="a")
+        if store.task != task.name:
+            raise ValueError(f"{path} holds episodes of task {store.task!r}, not {task.name!r}; record into another store")
+        return store
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return EpisodeStore.create(path, fps=task.spec().control_hz, task=task.name,
+                               attrs={"source": "policy rollouts", "policy": str(checkpoint)})
 
 
 def parse_steer(spec: str) -> Path:

@@ -144,6 +144,8 @@ class ControlLoop:
                         self.watchdog.feed(getattr(o, "timestamp", None))
                     if info.get("estop", False):
                         end(i, "e-stop", interrupted="e-stop")
+                    elif "worker_error" in info:  # cut short by a dead worker: not an episode; it is run again
+                        end(i, "worker_error", save=False)
                     elif done:
                         end(i, "done")
                 frames_of = [i for i in recorded if i in stepped]

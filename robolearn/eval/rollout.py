@@ -20,7 +20,9 @@ from tqdm import tqdm
 from robolearn.control.chunking import ChunkExecution
 from robolearn.control.clock import RealTimeClock
 from robolearn.control.loop import ControlLoop, EpisodeResult
+from robolearn.control.recorder import EpisodeRecorder
 from robolearn.control.rtc import RealTimeChunkRunner
+from robolearn.data.store import EpisodeStore
 from robolearn.eval.statistics import mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
@@ -86,7 +88,7 @@ class _TimedPolicy:
 def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed: int = DEFAULT_START_SEED,
              n_envs: int = 50, video_path: str | Path | None = None, video_episodes: int = 4,
              sample_seed: int = 0, progress: bool = True, n_workers: int = 0,
-             execution: ChunkExecution | None = None) -> EvalReport:
+             execution: ChunkExecution | None = None, record: EpisodeStore | None = None) -> EvalReport:
     """Run `n_episodes` episodes from seeds start_seed.. and summarize them.
 
     n_workers=0 steps the envs in this process; n_workers > 0 spreads them over that many worker processes
@@ -94,6 +96,8 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     `execution` picks how chunks are executed (receding horizon by default, temporal ensembling, or real-time
     chunking; give rtc a `delay_steps` to simulate inference latency deterministically). A task on a robot
     (TaskConfig.on_robot) runs one env on a real-time clock at the rig's rate: episodes take their real duration.
+    `record`, a writable store, receives every episode (observations, actions, rewards, timestamps, seed and
+    success): rollouts to train world models and critics on.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -110,6 +114,7 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     else:
         envs = SerialVectorEnv([task.make_env() for _ in range(n_envs)])
     spec = envs.spec
+    recorder = EpisodeRecorder(record, obs_keys=list(spec.obs), meta={"task": task.name}) if record is not None else None
     results: list[EpisodeResult] = []
     reruns: list[int] = []
     t0 = time.perf_counter()
@@ -119,7 +124,8 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
         for first in range(0, len(episodes), n_envs):
             batch = episodes[first:first + n_envs]
             clock = RealTimeClock(spec.control_hz) if task.on_robot else None
-            loop = ControlLoop.for_policy(envs, timed, execution, generator=generator, clock=clock)  # type: ignore[arg-type]
+            loop = ControlLoop.for_policy(envs, timed, execution, generator=generator, clock=clock,  # type: ignore[arg-type]
+                                          recorder=recorder)
             record = [video_path is not None and i < video_episodes for i in batch]
             try:
                 out += loop.run([start_seed + i for i in batch], record=record)
