@@ -1,0 +1,24 @@
+"""Offscreen rendering and torch in one process: rendering first, then building an optimizer (which makes torch
+import triton) used to kill the process with a segfault; importing robolearn loads triton before any GL context."""
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def test_training_after_offscreen_rendering_in_the_same_process_does_not_crash():
+    script = textwrap.dedent("""
+        from robolearn.hal.sim_arm import SimulatedArm, SimulatedCamera
+        import torch
+        arm = SimulatedArm(realtime=False, camera_names=("front",))
+        camera = SimulatedCamera(arm, "front", width=32, height=32)
+        camera.connect()
+        frame = camera.read(timeout_s=10.0)
+        camera.disconnect()
+        assert frame.image.std() > 5, "the render is blank"
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])  # torch loads triton here, after GL
+        print("alive")
+    """)
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "alive" in done.stdout, done.stderr[-2000:]
