@@ -102,12 +102,13 @@ def test_pick_up_the_cube(arm):
     arm.command_gripper(1.0)
     arm.advance(0.6)
     assert 0.2 < arm.read_state().gripper < 0.9  # the fingers stop on the 5 cm cube
+    assert not arm.task_success()
     go([cube[0], cube[1], 0.2])
     lifted, _ = arm.cube_pose()
-    assert lifted[2] > 0.15
+    assert lifted[2] > 0.15 and arm.task_success()  # the scene's task: the cube lifted
     arm.command_gripper(0.0)
     arm.advance(1.0)
-    assert arm.cube_pose()[0][2] < 0.05 and arm.read_state().gripper < 0.05
+    assert arm.cube_pose()[0][2] < 0.05 and arm.read_state().gripper < 0.05 and not arm.task_success()
 
 
 def test_stop_holds_the_measured_position(arm):

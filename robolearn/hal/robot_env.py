@@ -16,8 +16,10 @@ Actions (`action_mode`), in the robot's base frame, the last entry always the gr
                  target (the measured pose after reset or a refused command), rotation applied on the left;
     ee_absolute  [x, y, z, rx, ry, rz, gripper]: the target pose;
     joint        [q_1 .. q_n (rad), gripper]: joint targets.
-reward is 0 and done is False: a human or the loop ends episodes. The watchdog is fed with the timestamp of the
-oldest part of each observation, so a camera that stops delivering also stops the robot.
+reward is 0 and done is False: a human or the loop ends episodes. info["success"] is what the robot can judge
+itself (`task_success()`, which the simulated arm has: the cube lifted), else False: a human labels real episodes.
+The watchdog is fed with the timestamp of the oldest part of each observation, so a camera that stops delivering
+also stops the robot.
 """
 from __future__ import annotations
 
@@ -253,7 +255,9 @@ class RobotEnv:
         gripper = self.robot.command_gripper(a[-1])
         self._steps += 1
         obs, state_time, frame_times = self._observe()
-        info = {"success": False, "steps": self._steps, "arm_command": arm, "gripper_command": gripper,
+        judge = getattr(self.raw_robot, "task_success", None)
+        info = {"success": bool(judge()) if callable(judge) else False, "steps": self._steps, "arm_command": arm,
+                "gripper_command": gripper,
                 "safety": dict(self.robot.counters), "state_timestamp": state_time, "frame_timestamps": frame_times}
         return obs, 0.0, False, info
 

@@ -24,6 +24,8 @@ from robolearn.hal.camera import Frame
 from robolearn.hal.robot import RobotLimits, RobotState
 
 FINGER_TRAVEL = 0.04  # m per finger: 0 = closed, 0.04 = open (8 cm between the fingers)
+CUBE_HALF = 0.025  # m: the cube is 5 cm on a side
+LIFTED_M = 0.05  # the scene's task succeeds when the cube's bottom is this far above the table
 SCENE_CAMERAS = ("front", "side", "wrist")
 
 
@@ -237,7 +239,7 @@ class SimulatedArm:
             x, y, yaw = rng.uniform(0.42, 0.6), rng.uniform(-0.15, 0.15), rng.uniform(-np.pi, np.pi)
         with self._lock:
             d = self._data
-            d.qpos[self._cube_q:self._cube_q + 7] = [x, y, 0.025, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+            d.qpos[self._cube_q:self._cube_q + 7] = [x, y, CUBE_HALF, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
             d.qvel[self._cube_v:self._cube_v + 6] = 0.0
             mujoco.mj_forward(self.model, d)
 
@@ -246,6 +248,10 @@ class SimulatedArm:
         with self._lock:
             q = self._data.qpos[self._cube_q:self._cube_q + 7].copy()
         return q[:3], q[3:]
+
+    def task_success(self) -> bool:
+        """The scene's task ("pick up the red cube"), judged from the simulator as a person watching would."""
+        return bool(self.cube_pose()[0][2] - CUBE_HALF > LIFTED_M)
 
     def copy_state_to(self, data) -> None:
         """Copy the simulation state into another MjData of this model (cameras render from such a copy)."""
