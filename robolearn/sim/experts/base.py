@@ -97,6 +97,26 @@ class ScriptedExpert(ABC):
         """This step's target grip position (3,), rotation (3, 3), gripper command and speed (m per step)."""
 
     # ------------------------------------------------------------------ helpers for subclasses
+    def pick(self, above: np.ndarray, grasp: np.ndarray, rot: np.ndarray, descend_tol: float, descend_speed: float,
+             stop_on_contact: bool = True) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """The phases every expert starts with: hover `above` the grasp point ("approach"), go down to `grasp`
+        ("descend", until within `descend_tol`, or until the hand stalls on something with `stop_on_contact`),
+        close ("grasp"); a missed grasp starts over. The command while in them, None once the object is held."""
+        if self.phase == "approach":
+            if self.reached(above, 0.012, rot):
+                self._go("descend")
+            return above, rot, OPEN, self.speed
+        if self.phase == "descend":
+            if self.reached(grasp, descend_tol) or (stop_on_contact and self.stalled()):
+                self._go("grasp")
+            return grasp, rot, OPEN, descend_speed * self.speed
+        if self.phase == "grasp":
+            outcome = self.grasp_outcome()
+            if outcome:
+                self._go("lift" if outcome == "held" else "approach")
+            return grasp, rot, CLOSE, self.speed
+        return None
+
     def _go(self, phase: str) -> None:
         self.phase = phase
         self.steps_in_phase = -1  # act() counts this step as the phase's first

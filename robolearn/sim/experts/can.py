@@ -43,19 +43,9 @@ class CanExpert(ScriptedExpert):
         floor = float(env.bin2_pos[2])
         if self.phase in ("lift", "carry", "lower") and not self.holding:
             self._go("approach")  # the can slipped: open and grasp it again where it lies
-        if self.phase == "approach":
-            if self.reached(above, 0.012, rot):
-                self._go("descend")
-            return above, rot, OPEN, self.speed
-        if self.phase == "descend":
-            if self.reached(grasp, 0.006) or self.stalled():  # stalled: the fingertips touch the bin floor
-                self._go("grasp")
-            return grasp, rot, OPEN, 0.6 * self.speed
-        if self.phase == "grasp":
-            outcome = self.grasp_outcome()
-            if outcome:
-                self._go("lift" if outcome == "held" else "approach")
-            return grasp, rot, CLOSE, self.speed
+        command = self.pick(above, grasp, rot, descend_tol=0.006, descend_speed=0.6)  # stalls on the bin floor
+        if command is not None:
+            return command
         hold = pos - can  # where the hand sits relative to the can (constant while it is held)
         if self.phase == "lift":
             if pos[2] > self.carry_z - 0.02:

@@ -32,19 +32,9 @@ class LiftExpert(ScriptedExpert):
         rot = yaw_rotation(nearest_symmetric(object_yaw(cube_rot), np.pi / 2))
         grasp = cube + self.offset
         above = grasp + [0.0, 0.0, self.hover]
-        if self.phase == "approach":
-            if self.reached(above, 0.012, rot):
-                self._go("descend")
-            return above, rot, OPEN, self.speed
-        if self.phase == "descend":
-            if self.reached(grasp, 0.006):
-                self._go("grasp")
-            return grasp, rot, OPEN, 0.6 * self.speed
-        if self.phase == "grasp":
-            outcome = self.grasp_outcome()
-            if outcome:
-                self._go("lift" if outcome == "held" else "approach")
-            return grasp, rot, CLOSE, self.speed
+        command = self.pick(above, grasp, rot, descend_tol=0.006, descend_speed=0.6, stop_on_contact=False)
+        if command is not None:
+            return command
         # lift
         if not self.holding:  # dropped it or never had it
             self._go("approach")

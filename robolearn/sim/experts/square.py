@@ -52,19 +52,9 @@ class SquareExpert(ScriptedExpert):
         above = grasp + [0.0, 0.0, self.hover]
         if self.phase in ("lift", "align", "lower") and not self.holding:
             self._go("approach")
-        if self.phase == "approach":
-            if self.reached(above, 0.012, grasp_rot):
-                self._go("descend")
-            return above, grasp_rot, OPEN, self.speed
-        if self.phase == "descend":
-            if self.reached(grasp, 0.005) or self.stalled():
-                self._go("grasp")
-            return grasp, grasp_rot, OPEN, 0.5 * self.speed
-        if self.phase == "grasp":
-            outcome = self.grasp_outcome()
-            if outcome:
-                self._go("lift" if outcome == "held" else "approach")
-            return grasp, grasp_rot, CLOSE, self.speed
+        command = self.pick(above, grasp, grasp_rot, descend_tol=0.005, descend_speed=0.5)
+        if command is not None:
+            return command
 
         top = peg[2] + PEG_TOP
         carry_nut_z = top + 0.01 + self.clearance  # nut centre (1 cm above its bottom) over the peg top

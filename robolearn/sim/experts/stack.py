@@ -40,19 +40,9 @@ class StackExpert(ScriptedExpert):
         carry_z = cube_b[2] + HALF_B + self.clearance + 2 * HALF_A
         if self.phase in ("lift", "carry", "lower") and not self.holding:
             self._go("approach")
-        if self.phase == "approach":
-            if self.reached(above, 0.012, grasp_rot):
-                self._go("descend")
-            return above, grasp_rot, OPEN, self.speed
-        if self.phase == "descend":
-            if self.reached(grasp, 0.006) or self.stalled():
-                self._go("grasp")
-            return grasp, grasp_rot, OPEN, 0.5 * self.speed
-        if self.phase == "grasp":
-            outcome = self.grasp_outcome()
-            if outcome:
-                self._go("lift" if outcome == "held" else "approach")
-            return grasp, grasp_rot, CLOSE, self.speed
+        command = self.pick(above, grasp, grasp_rot, descend_tol=0.006, descend_speed=0.5)
+        if command is not None:
+            return command
         hold = pos - cube_a  # hand relative to cube A while it is held
         over_b = cube_b[:2] + self.place_offset + hold[:2]
         if self.phase == "lift":
