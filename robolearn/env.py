@@ -93,3 +93,16 @@ class VectorEnv(Protocol):
     def render(self, indices: Sequence[int]) -> list[np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+def observation_mismatches(reads: Mapping[str, Sequence[int]], gives: Mapping[str, Sequence[int]], reader: str,
+                           giver: str) -> list[str]:
+    """What stops `reader`, which reads these keys with these per-step shapes, from running on what `giver` gives
+    (empty: nothing). Policies against rigs, critics against policies, policies against world models."""
+    problems = []
+    for key, shape in reads.items():
+        if key not in gives:
+            problems.append(f"{reader} reads {key!r}, which {giver} does not give (it gives {sorted(gives)})")
+        elif list(gives[key]) != list(shape):
+            problems.append(f"{reader} reads {key!r} with shape {list(shape)}, {giver} gives {list(gives[key])}")
+    return problems

@@ -185,7 +185,7 @@ def test_imagine_refuses_a_policy_the_world_model_cannot_serve(files, world_mode
     wide = tmp_path / "wide_policy"
     save_policy(tiny_diffusion(obs_dim=5), wide, task=task_by_name("particle"))
     err = fails(capsys, ["eval", str(wide), "--imagine", str(files["world_model"]), "--device", "cpu"])
-    assert "observation 'state': world model" in err and "predicts shape [2], the policy expects [5]" in err
+    assert "the policy reads 'state' with shape [5], world model" in err and "gives [2]" in err
     err = fails(capsys, ["eval", str(wide), "--initial-observations", str(files["store"])])
     assert "--initial-observations only applies with --imagine" in err
 

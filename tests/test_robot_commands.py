@@ -181,7 +181,7 @@ def test_deploy_refuses_a_policy_that_reads_keys_the_rig_does_not_observe(tmp_pa
     ckpt = save_policy(x_policy([*LOW_DIM, "object"]), tmp_path / "ckpt")
     assert main(["deploy", "--rig", str(rig_file), str(ckpt)]) == 2
     err = capsys.readouterr().err
-    assert "does not fit rig task 'sim_arm_cube'" in err and "'object', which the rig does not observe" in err
+    assert "does not fit rig task 'sim_arm_cube'" in err and "it reads 'object', which the rig does not give" in err
     rig_spec = parse_rig(rig_dict()).spec()
     with pytest.raises(ValueError, match="outputs 2-d actions"):
         check_policy_fits(RegressionConfig(obs_shapes={"robot0_eef_pos": [3]}, action_dim=2), rig_spec)

@@ -165,7 +165,7 @@ def test_mismatches_are_refused_clearly(critic):
     with pytest.raises(ValueError, match="chunks hold only 7 from there"):
         SteeredPolicy(TwoGoalPolicy(PolicyConfig(**SHAPE)), long_chunks)
     other_keys = Critic(CriticConfig(obs_shapes={"pos": [2]}, action_dim=2, n_obs_steps=2, action_steps=4))
-    with pytest.raises(KeyError, match="the critic observes 'pos'"):
+    with pytest.raises(ValueError, match="the critic reads 'pos', which the policy does not give"):
         SteeredPolicy(TwoGoalPolicy(PolicyConfig(**SHAPE)), other_keys)
     regression = unit_box(RegressionPolicy(RegressionConfig(**SHAPE, hidden=[8])))
     with pytest.raises(TypeError, match="gradient guidance needs a diffusion or flow head"):

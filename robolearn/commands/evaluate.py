@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from robolearn.config_files import with_overrides
+from robolearn.env import observation_mismatches
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -105,13 +106,9 @@ def imagined_task(policy: Any, task: Any, world_model: Path, initial: Path | Non
     pc = policy.config
     if wm.action_dim != pc.action_dim:
         raise ValueError(f"world model {world_model} takes {wm.action_dim}-dim actions, the policy gives {pc.action_dim}")
-    for key, shape in pc.obs_shapes.items():
-        if key not in wm.obs_shapes:
-            raise ValueError(f"the policy observes {key!r}, which world model {world_model} does not predict (it "
-                             f"predicts {sorted(wm.obs_shapes)}); train it with the policy's task")
-        if list(wm.obs_shapes[key]) != list(shape):
-            raise ValueError(f"observation {key!r}: world model {world_model} predicts shape {list(wm.obs_shapes[key])}, "
-                             f"the policy expects {list(shape)}")
+    problems = observation_mismatches(pc.obs_shapes, wm.obs_shapes, "the policy", f"world model {world_model}")
+    if problems:
+        raise ValueError(f"{'; '.join(problems)}: train the world model on the policy's task")
     if initial is None:
         recorded = record.get("info", {}).get("initial_observations")
         if recorded and Path(recorded).exists():

@@ -33,7 +33,7 @@ from robolearn.control.session import SessionSummary, record_session
 from robolearn.control.session_keys import EventQueue, EventSource, KeyboardEvents, SessionEvent, describe_keys
 from robolearn.control.teleop_runner import TeleopRunner
 from robolearn.data.store import EpisodeStore
-from robolearn.env import EnvSpec
+from robolearn.env import EnvSpec, observation_mismatches
 from robolearn.hal.rig import Rig, load_rig
 from robolearn.hal.robot_env import RobotEnv
 from robolearn.hal.teleop import Teleop
@@ -63,18 +63,13 @@ def terminal_events() -> Iterator[tuple[EventSource, bool]]:
 
 def check_policy_fits(config: PolicyConfig, spec: EnvSpec) -> None:
     """A policy runs on a rig only if the rig observes every key it reads, with the same shape, and takes its actions."""
-    problems = []
-    for key, shape in config.obs_shapes.items():
-        if key not in spec.obs:
-            problems.append(f"it reads {key!r}, which the rig does not observe")
-        elif list(spec.obs[key].shape) != list(shape):
-            problems.append(f"it reads {key!r} with shape {list(shape)}, the rig gives {list(spec.obs[key].shape)}")
+    problems = observation_mismatches(config.obs_shapes, {k: s.shape for k, s in spec.obs.items()}, "it", "the rig")
     if config.action_dim != spec.action_dim:
         problems.append(f"it outputs {config.action_dim}-d actions, the rig's {spec.extra.get('action_mode')} mode takes "
                         f"{spec.action_dim}")
     if problems:
-        raise ValueError(f"the policy does not fit rig task {spec.name!r}: {'; '.join(problems)}. The rig observes "
-                         f"{sorted(spec.obs)}; train on data recorded with this rig (robolearn collect --rig ...)")
+        raise ValueError(f"the policy does not fit rig task {spec.name!r}: {'; '.join(problems)}. Train on data "
+                         f"recorded with this rig (robolearn collect --rig ...)")
 
 
 def open_rig_store(out: Path, rig: Rig, spec: EnvSpec, source: str) -> EpisodeStore:

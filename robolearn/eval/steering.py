@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from robolearn.env import observation_mismatches
 from robolearn.policies.base import Policy
 from robolearn.policies.diffusion import DiffusionPolicy
 from robolearn.policies.flow import FlowMatchingPolicy
@@ -55,15 +56,10 @@ def _check_pair(policy: Policy, critic: ChunkScorer) -> None:
         raise ValueError(f"the critic scores {critic.action_steps} actions from the current step, but the policy's "
                          f"chunks hold only {pc.horizon - start} from there (horizon {pc.horizon}, n_obs_steps "
                          f"{pc.n_obs_steps}); train the critic with action_steps <= {pc.horizon - start}")
-    shapes = getattr(critic, "obs_shapes", None)
-    if shapes is not None:
-        for key, shape in shapes.items():
-            if key not in pc.obs_shapes:
-                raise KeyError(f"the critic observes {key!r}, which the policy does not (it observes "
-                               f"{sorted(pc.obs_shapes)}); the loop only passes the policy's keys")
-            if list(pc.obs_shapes[key]) != list(shape):
-                raise ValueError(f"observation {key!r}: the critic expects shape {list(shape)}, the policy "
-                                 f"{list(pc.obs_shapes[key])}")
+    problems = observation_mismatches(getattr(critic, "obs_shapes", None) or {}, pc.obs_shapes, "the critic",
+                                      "the policy")
+    if problems:  # the loop passes the policy's observations only
+        raise ValueError("; ".join(problems))
 
 
 def critic_view(policy: Policy, critic: ChunkScorer, obs: Mapping[str, torch.Tensor],
