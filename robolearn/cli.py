@@ -48,7 +48,8 @@ def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> in
           f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}")
     report = trainer.fit()
     print(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"
-          f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min")
+          f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min\n"
+          f"  report              {trainer.out / 'report.md'}")
     if report is not None:
         print(format_report(report))
     return 0

@@ -29,6 +29,7 @@ from robolearn.data.sources import open_task_store
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
 from robolearn.device import resolve_device
+from robolearn.eval.report import write_run_report
 from robolearn.eval.rollout import EvalReport, evaluate
 from robolearn.nn.ema import EMA
 from robolearn.policies.base import Policy, PolicyConfig
@@ -160,9 +161,18 @@ class Trainer:
                     break
         bar.close()
         self.save()
-        if self.cfg.final_eval_episodes <= 0:
-            return None
-        return self.evaluate(self.cfg.final_eval_episodes, tag="final")
+        report = self.evaluate(self.cfg.final_eval_episodes, tag="final") if self.cfg.final_eval_episodes > 0 else None
+        self.write_report(report)
+        return report
+
+    def write_report(self, report: EvalReport | None) -> Path:
+        """`report.md` in the run folder: what was trained on what, for how long, and how it did."""
+        n_params = sum(p.numel() for p in self.policy.parameters())
+        facts = {"checkpoint": f"`{self.checkpoint_dir}`",
+                 "training": f"{self.step} steps in {self.train_seconds / 60:.1f} min on {self.device}",
+                 "data": f"`{self.store.path}`: {self.store.n_episodes} episodes, {len(self.windows)} windows",
+                 "parameters": f"{n_params / 1e6:.2f} M", "config": "`config.json`"}
+        return write_run_report(self.out, f"{self.run.policy_class.split(':')[-1]} on {self.run.task.name}", facts, report)
 
     def lr_at(self, step: int) -> float:
         """Linear warmup then cosine decay to 0 at `steps`."""

@@ -35,6 +35,25 @@ def test_training_lowers_loss_and_writes_a_loadable_checkpoint(tmp_path, store):
     assert chunk.shape == (1, TINY["n_action_steps"], 2) and np.isfinite(chunk).all()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["steps"] == 120 and config["task"]["name"] == "pusht"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert report.startswith("# DiffusionPolicy on pusht") and "120 steps in" in report
+    assert "6 episodes" in report and "Not evaluated" in report and "![training loss](loss.png)" in report
+    assert (tmp_path / "run" / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_report_of_an_evaluated_run_has_the_success_interval_and_the_video(tmp_path, store):
+    from robolearn.eval.report import write_run_report
+    from robolearn.eval.rollout import EvalReport
+
+    (tmp_path / "log.jsonl").write_text('{"step": 50, "loss": 0.5}\n{"step": 100, "loss": 0.2}\n')
+    report = EvalReport(task="pusht", n_episodes=50, start_seed=100000, success_rate=0.9, success_low=0.79,
+                        success_high=0.96, score_key="max_coverage", score_mean=0.95, score_low=0.93, score_high=0.97,
+                        max_reward_mean=0.96, max_reward_low=0.94, max_reward_high=0.98, mean_steps=120.5, wall_s=12.0,
+                        inference_ms_per_chunk=8.0, video=str(tmp_path / "eval" / "final.mp4"))
+    text = write_run_report(tmp_path, "title", {"checkpoint": "`x`"}, report).read_text()
+    assert "| success rate | 0.900 [0.790, 0.960] |" in text and "| mean max_coverage | 0.950 [0.930, 0.970] |" in text
+    assert "seeds 100000..100049" in text and "[final.mp4](eval/final.mp4)" in text
+    assert "| inference per chunk | 8.0 ms (receding) |" in text
 
 
 def test_resume_restores_weights_optimizer_and_schedule(tmp_path, store):
