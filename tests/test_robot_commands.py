@@ -216,6 +216,26 @@ def test_teleop_drives_the_arm_until_the_operator_quits():
         make_teleop("joystick")
 
 
+def test_the_operator_labels_a_teleoperated_episode_a_success(tmp_path):
+    events = EventQueue()
+    teleop = ScriptedTeleop()
+    original = teleop.read
+
+    def read():
+        if teleop.reads == 3:  # three commands in, the operator presses y
+            events.put(SessionEvent.SUCCESS)
+        return original()
+
+    teleop.read = read
+    out = tmp_path / "labelled.zarr"
+    summary = collect_teleop(parse_rig(rig_dict()), out, teleop, events, n_episodes=1, wait_for_start=False,
+                             message=lambda m: None)
+    (result,) = summary.results
+    assert result.end_reason == "success" and result.success and result.steps == 4
+    meta = EpisodeStore.open(out).episode_meta(0)
+    assert meta["success"] is True and meta["reason"] == "success" and meta["interrupted"] is None
+
+
 def test_collect_on_a_rig_without_a_terminal_needs_an_episode_count(rig_file, tmp_path, capsys):
     assert main(["collect", "--rig", str(rig_file), "--out", str(tmp_path / "x.zarr")]) == 2
     assert "give --episodes" in capsys.readouterr().err

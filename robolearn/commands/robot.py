@@ -5,11 +5,12 @@
     robolearn deploy  --rig sim_arm CHECKPOINT [--episodes 5] [--execution rtc] [--record STORE]
     robolearn replay  --rig sim_arm STORE [--episode 0]
 
-Every command reaches the robot through the rig's safety layer (joint, velocity and workspace limits, the
-largest step per command, a watchdog on stale observations and overrunning inference). The loop runs at the
-rig's control rate on an absolute schedule and reports its timing. Session keys in the terminal: n start,
-e end the episode (saved), x drop it and redo it, q quit. Ctrl-C stops the robot; an episode being recorded
-is saved whole and marked interrupted. Without a terminal (scripts, CI), episodes start at once.
+Every command reaches the robot through the rig's safety layer (joint, velocity and workspace limits, the largest
+step per command, a watchdog on stale observations and overrunning inference). The loop runs at the rig's control
+rate on an absolute schedule and reports its timing. Session keys in the terminal: n start, e end the episode
+(saved), y end it as a success (saved, labelled), x drop it and redo it, q quit. Ctrl-C stops the robot; an
+episode being recorded is saved whole and marked interrupted. Without a terminal (scripts, CI), episodes start at
+once.
 """
 from __future__ import annotations
 

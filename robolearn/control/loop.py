@@ -50,6 +50,7 @@ class EndEpisode:
     reason: str
     save: bool = True  # False: a recorder drops the episodes (re-record)
     interrupted: bool = False  # an abnormal end (e-stop, abort): marked, and the recorder's on_interrupt applies
+    success: bool | None = None  # the operator's verdict, which overrides the env's (real robots cannot judge)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class ControlLoop:
                     control = on_step(StepEvent(k, tick, sent, stepped, int(active.sum())))
                     if control is not None:
                         for i in np.flatnonzero(active):
+                            if control.success is not None:
+                                results[int(i)].success = control.success
                             end(int(i), control.reason, control.save, control.reason if control.interrupted else None)
                 if not active.any():
                     break

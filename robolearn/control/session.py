@@ -1,6 +1,7 @@
 """An operator session: episodes one after another, started, stopped, redone or ended by session events.
 
-The operator starts an episode, ends it early (saved), drops it and records it again with the same seed, or
+The operator starts an episode, ends it early (saved; or saved and labelled a success, the label a real robot
+cannot give itself and critics learn from), drops it and records it again with the same seed, or
 quits (the episode in progress is saved). An episode that runs to its end is saved too. The loop's recorder
 does the saving, so an interrupted session never leaves a half-written episode behind. Without a recorder
 (deploying a policy without recording) the same keys start, stop, redo and quit episodes.
@@ -37,6 +38,8 @@ def record_session(loop: ControlLoop, events: EventSource, seeds: Iterable[int],
     def control(event: StepEvent) -> EndEpisode | None:
         pending, backlog[:] = [*backlog, *events.poll()], []
         for e in pending:
+            if e is SessionEvent.SUCCESS:
+                return EndEpisode("success", success=True)
             if e is SessionEvent.STOP:
                 return EndEpisode("stop")
             if e is SessionEvent.RERECORD:

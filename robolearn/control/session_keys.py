@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 class SessionEvent(enum.Enum):
     START = "start"  # begin the next episode
     STOP = "stop"  # end the episode now and save it
+    SUCCESS = "success"  # end the episode now, save it and label it a success (the operator's verdict)
     RERECORD = "rerecord"  # drop the episode in progress and record it again (same seed)
     QUIT = "quit"  # save the episode in progress, then end the session
 
@@ -27,7 +28,8 @@ class SessionEvent(enum.Enum):
 # Keys the keyboard teleop does not use (it moves the arm with w/s a/d r/f u/j i/k o/l and space), so one
 # keyboard can drive the arm and the session at once.
 DEFAULT_KEYS: dict[str, SessionEvent] = {
-    "n": SessionEvent.START, "e": SessionEvent.STOP, "x": SessionEvent.RERECORD, "q": SessionEvent.QUIT,
+    "n": SessionEvent.START, "e": SessionEvent.STOP, "y": SessionEvent.SUCCESS, "x": SessionEvent.RERECORD,
+    "q": SessionEvent.QUIT,
 }
 
 
