@@ -198,6 +198,35 @@ def eval_row(name: str, policy: Policy, task: TaskConfig, store: EpisodeStore, a
     return row
 
 
+def close_heights(policy: Policy, task: TaskConfig, n: int, start_seed: int = 100_000) -> list[dict[str, Any]]:
+    """How the policy's episodes go wrong: for n batch-1 episodes (seeds start_seed..), success and the hand's
+    height above the cube (cm) at the first close command. The degraded expert closes 4-7 cm above its grasp
+    point, the clean one at it."""
+    from robolearn.control.executor import PolicyRunner
+
+    env = task.make_env()
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    try:
+        for seed in range(start_seed, start_seed + n):
+            obs = env.reset(seed=seed)
+            runner = PolicyRunner(policy, generator=gen)
+            runner.reset([obs])
+            first, done, info = None, False, {}
+            while not done:
+                action = runner.act()[0]
+                if action[-1] > 0 and first is None:
+                    first = float(env.eef_pose()[0][2] - env.body_pose("cube_main")[0][2])
+                obs, _, done, info = env.step(action)
+                if not done:
+                    runner.observe([obs])
+            out.append({"seed": seed, "success": bool(info["success"]), "steps": int(info["steps"]),
+                        "close_height_cm": None if first is None else round(100 * first, 1)})
+    finally:
+        env.close()
+    return out
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| policy | critic | K | guidance | success rate [95 % CI] | batch-1 ms / decision | "
              "ms / batched call | episodes/min |", "|---|---|---|---|---|---|---|---|"]
@@ -233,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--redo", default="", help=f"comma list of stages to run again even if outputs exist: {STAGES}")
     p.add_argument("--skip-eval", action="store_true", help="stop after training the policy and critics")
+    p.add_argument("--diagnose", type=int, default=0, metavar="N",
+                   help="also run N batch-1 episodes of the plain policy and report where it first closes its gripper")
     args = p.parse_args(argv)
     redo = {s for s in args.redo.split(",") if s}
     if redo - set(STAGES):
@@ -301,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         row(f"guided (scale {scale:g})", lambda s=scale: SteeredPolicy(policy, critics["iql"], k=1, guidance_scale=s),
             {"critic": "iql", "k": 1, "guidance": scale})
     rows = results["rows"]
+    if args.diagnose:
+        probe = close_heights(policy, task, args.diagnose)
+        failed = [p["close_height_cm"] for p in probe if not p["success"] and p["close_height_cm"] is not None]
+        ok = [p["close_height_cm"] for p in probe if p["success"] and p["close_height_cm"] is not None]
+        results["plain_failure_probe"] = {"episodes": probe, "failed_close_height_cm": failed,
+                                          "succeeded_close_height_cm": ok}
+        print(f"plain policy, {len(probe)} batch-1 episodes: failures closed {failed} cm above the cube, "
+              f"successes {ok} cm", flush=True)
     results["table"] = markdown(rows)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(results["table"])
