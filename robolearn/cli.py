@@ -133,6 +133,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{store.path}: {store.n_episodes} episodes, {store.n_steps} steps, task={store.task}, fps={store.fps}")
     if len(lengths):
         print(f"  episode length: min {lengths.min()}, mean {lengths.mean():.1f}, max {lengths.max()}")
+        labels = [store.episode_meta(i).get("success") for i in range(store.n_episodes)]
+        labelled = [bool(v) for v in labels if v is not None]
+        if labelled:
+            print(f"  success: {sum(labelled)} of {len(labelled)} labelled episodes"
+                  + (f" ({len(labels) - len(labelled)} unlabelled)" if len(labelled) < len(labels) else ""))
     for key, spec in store.specs.items():
         print(f"  {key:<16} {str(spec.shape):<16} {spec.dtype}")
     return 0

@@ -111,3 +111,14 @@ def test_bench_lists_the_benchmarks_and_runs_one_with_its_own_arguments(capsys):
     assert "--seconds" in capsys.readouterr().out  # the script's own parser answered
     assert main(["bench", "nope"]) == 2
     assert "no benchmark 'nope'; available: " in capsys.readouterr().err
+
+
+def test_info_counts_the_success_labels(tmp_path, capsys):
+    from robolearn.data.store import EpisodeStore
+
+    store = EpisodeStore.create(tmp_path / "s.zarr", fps=10, task="lift")
+    for success in (True, False, True, None):
+        meta = {} if success is None else {"success": success}
+        store.append_episode({"state": np.zeros((3, 2), np.float32)}, **meta)
+    assert main(["info", str(tmp_path / "s.zarr")]) == 0
+    assert "success: 2 of 3 labelled episodes (1 unlabelled)" in capsys.readouterr().out
