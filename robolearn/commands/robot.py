@@ -215,7 +215,7 @@ def teleop_main(argv: Sequence[str]) -> int:
 
 
 def collect_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="robolearn collect --rig",
+    p = argparse.ArgumentParser(prog="robolearn collect",
                                 description="Record teleoperated demonstrations on a robot into an EpisodeStore.")
     _rig_argument(p)
     p.add_argument("--out", type=Path, required=True, help="store to record into (created, or continued if it exists)")
