@@ -2,13 +2,14 @@
 
     policy = robolearn.load_policy("runs/pusht_diffusion/checkpoints/last")
 """
-try:
-    # Mesa's software OpenGL (llvmpipe: offscreen rendering without a GPU) and triton (imported by torch the first
-    # time an optimizer or torch.compile is built) each carry an LLVM. Loading triton after a GL context exists
-    # kills the process (segfault in libtriton); loaded first, both work. So it is loaded before anything renders.
+import contextlib
+
+# Mesa's software OpenGL (llvmpipe: offscreen rendering without a GPU) and triton (imported by torch the first time
+# an optimizer or torch.compile is built) each carry an LLVM. Loading triton after a GL context exists kills the
+# process (segfault in libtriton); loaded first, both work. So it is loaded before anything renders. Torch builds
+# without triton (CPU wheels, macOS) have no such conflict.
+with contextlib.suppress(ImportError):
     import triton  # noqa: F401
-except ImportError:  # torch builds without triton (CPU wheels, macOS) have no such conflict
-    pass
 
 from robolearn.policies.checkpoint import load_policy  # noqa: E402
 

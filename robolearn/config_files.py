@@ -2,6 +2,7 @@
 evaluation models, and typed FIELD=VALUE overrides checked against the config dataclasses."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,10 +86,8 @@ def _typed(key: str, value: Any, spec: Any) -> Any:
     if want is None or (isinstance(value, want) and not (want is not bool and isinstance(value, bool))):
         return value
     if want is float and not isinstance(value, bool):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             return float(value)
-        except (TypeError, ValueError):
-            pass
     raise ValueError(f"{key} must be {want.__name__}, got {value!r}")
 
 
