@@ -89,6 +89,26 @@ def real_initial_observations(task: TaskConfig, start_seed: int, n: int) -> list
 
 
 # ---------------------------------------------------------------------------------------------- world model
+def record_rollouts(out: Path, family: list[dict[str, Any]], task: TaskConfig, n: int, args: argparse.Namespace,
+                    redo: bool) -> EpisodeStore:
+    """n simulator episodes of every family member, member j on seeds 200000 + 1000 j .., recorded into `out`
+    (observations, actions, rewards, success): what the policies themselves do, for the world model to learn."""
+    if out.exists() and not redo:
+        store = EpisodeStore.open(out)
+        if store.n_episodes >= n * len(family):
+            return store
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    store = EpisodeStore.create(out, fps=20.0, task=task.name, attrs={"source": "rollouts of the policy family"})
+    for j, member in enumerate(family):
+        print(f"recording {n} rollouts of {member['name']}", flush=True)
+        evaluate(load_policy(member["checkpoint"], device="cpu"), task, n_episodes=n, start_seed=200_000 + 1000 * j,
+                 n_envs=args.n_envs, n_workers=args.n_workers, progress=False, record=store)
+    return EpisodeStore.open(out)
+
+
 def wm_config(task: TaskConfig, steps: int) -> WorldModelConfig:
     fields = yaml.safe_load((ROOT / "configs" / "world_model" / "latent.yaml").read_text())
     fields = {k: v for k, v in fields.items() if k != "name"}
@@ -129,8 +149,12 @@ def open_loop_errors(model: WorldModel, store: EpisodeStore, task: TaskConfig, h
         n = len(actions)
         # open loop from the first frame to the end: does the model call the episode's outcome?
         out = model.imagine({k: v[:1] for k, v in obs.items()}, torch.as_tensor(actions[None]))
+        # the cube's height at the last recorded frame (n - 1 actions in): lifted in a success, on the table if not
+        z_pred, z_true = float(out["obs"]["object"][0, n - 2, 2]), float(obs["object"][n - 1, 2])
         replay.append({"success": bool(store.episode_meta(i)["success"]),
-                       "imagined_success": bool((out["success"][0] >= model.config.success_threshold).any())})
+                       "imagined_success": bool((out["success"][0] >= model.config.success_threshold).any()),
+                       "final_cube_rise_mm": 1000 * (z_true - float(obs["object"][0, 2])),
+                       "final_cube_z_error_mm": 1000 * abs(z_pred - z_true)})
         for t0 in range(0, n - h_max, every):  # obs[t0 + k] exists for every k <= h_max
             out = model.imagine({k: v[t0:t0 + 1] for k, v in obs.items()}, torch.as_tensor(actions[None, t0:t0 + h_max]))
             for k in horizons:
@@ -141,8 +165,12 @@ def open_loop_errors(model: WorldModel, store: EpisodeStore, task: TaskConfig, h
                     err[f"{name}_no_motion"][k].append(float(np.abs(start - true).mean()) * 1000)
     table = {name: {str(k): float(np.mean(v)) if v else None for k, v in per.items()} for name, per in err.items()}
     agree = float(np.mean([r["success"] == r["imagined_success"] for r in replay]))
+    final = {label: {"episodes": len(group), "cube_rise_mm": float(np.mean([r["final_cube_rise_mm"] for r in group])),
+                     "cube_z_error_mm": float(np.mean([r["final_cube_z_error_mm"] for r in group]))}
+             for label, group in (("success", [r for r in replay if r["success"]]),
+                                  ("failure", [r for r in replay if not r["success"]])) if group}
     return {"mae_mm": table, "n_starts": len(err["cube"][horizons[0]]), "episodes": store.n_episodes,
-            "replay_outcome_agreement": agree, "replay": replay}
+            "replay_outcome_agreement": agree, "whole_episode_final_cube": final, "replay": replay}
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -160,8 +188,11 @@ def plot(rows: list[dict[str, Any]], stats: dict[str, Any], path: Path) -> str:
         ax.errorbar(r["sim"], r["imagined"], xerr=[[r["sim"] - r["sim_low"]], [r["sim_high"] - r["sim"]]],
                     yerr=[[r["imagined"] - r["imagined_low"]], [r["imagined_high"] - r["imagined"]]],
                     fmt="o", ms=5, capsize=2, color="tab:blue")
-        ax.annotate(r["name"], (r["sim"], r["imagined"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("success in the simulator")
+        label = r["name"].split(" % degraded")[0] + ("*" if "(" in r["name"] else "") if "% degraded" in r["name"] \
+            else r["name"]
+        ax.annotate(label, (r["sim"], r["imagined"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("success in the simulator\n(labels: % degraded training episodes; *: 1,500 training steps)",
+                  fontsize=8)
     ax.set_ylabel("success in imagination (world model)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
@@ -210,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-overrides", nargs="*", default=["policy.num_inference_steps=4"])
     p.add_argument("--extra", nargs="*", default=[], help="NAME=CHECKPOINT: more policies for the family")
     p.add_argument("--wm-steps", type=int, default=10_000)
+    p.add_argument("--rollout-episodes", type=int, default=0,
+                   help="also train the world model on this many recorded rollouts of each family member "
+                        "(seeds 200000 + 1000 j .., disjoint from the evaluation seeds)")
     p.add_argument("--n-envs", type=int, default=10)
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "imagination_vs_sim.png")
@@ -262,8 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = item.partition("=")
         family.append({"name": name, "checkpoint": path, "data": "see its run folder", "train_steps": "-"})
 
-    # 3. world model (demonstrations only, held-out episodes excluded)
-    model, wm_info = ensure_world_model(args.out / "world_model", [wm_train], wm_config(task, args.wm_steps),
+    # 3. world model: demonstrations (held-out episodes excluded), plus, with --rollout-episodes, the family's own
+    # rollouts on seeds far from the evaluation's (200000 + 1000 j ..), never an evaluated episode
+    wm_stores = [wm_train]
+    if args.rollout_episodes:
+        wm_stores.append(record_rollouts(args.data_dir / "lift_family_rollouts.episodes.zarr", family, task,
+                                         args.rollout_episodes, args, redo="data" in redo))
+        results["data"]["rollouts"] = {"store": str(wm_stores[-1].path), "episodes": wm_stores[-1].n_episodes,
+                                       "success_fraction": success_fraction(wm_stores[-1])}
+    model, wm_info = ensure_world_model(args.out / "world_model", wm_stores, wm_config(task, args.wm_steps),
                                         "world_model" in redo)
     results["world_model"] = wm_info
     errors = open_loop_errors(model, held_out, task)
