@@ -54,7 +54,7 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
     config.log_every = max(1, min(config.log_every, config.steps))  # so the last record is the final losses
     task_name = task.name if task is not None else (store.task or Path(store.path).stem)
     out = args.out or Path("runs") / f"critic_{task_name}_{args.config}"
-    print(f"training a {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
+    print(f"training the {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
           f"n_obs_steps {config.n_obs_steps}, action_steps {config.action_steps}, {config.steps} steps")
     history: list[dict[str, float]] = []
     critic = train_critic(store, config, progress=not args.no_progress, history=history)
