@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from bench_steering import ROOT, ensure_collected, lift_task, mix_stores, success_fraction, train_policy
+from bench_steering import ROOT, ensure_collected, lift_task, mix_stores, start_run, success_fraction, train_policy
 
 from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
@@ -248,15 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "imagination_vs_sim.png")
     p.add_argument("--redo", default="", help=f"comma list of stages to run again even if outputs exist: {STAGES}")
-    args = p.parse_args(argv)
-    redo = {s for s in args.redo.split(",") if s}
-    if redo - set(STAGES):
-        p.error(f"--redo takes stages from {STAGES}, got {sorted(redo - set(STAGES))}")
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args, redo, results_path, previous = start_run(p, argv, STAGES)
     task = lift_task()
-    results_path = args.out / "results.json"
-    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     # 1. data

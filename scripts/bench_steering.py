@@ -239,6 +239,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def start_run(p: argparse.ArgumentParser, argv: list[str] | None,
+              stages: tuple[str, ...]) -> tuple[argparse.Namespace, set[str], Path, dict[str, Any]]:
+    """Parse a benchmark's arguments (it has --out and --redo); returns them, the stages to run again, where the
+    results go and what an earlier run left there (reused stage by stage)."""
+    args = p.parse_args(argv)
+    redo = {s for s in args.redo.split(",") if s}
+    if redo - set(stages):
+        p.error(f"--redo takes stages from {stages}, got {sorted(redo - set(stages))}")
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
+    return args, redo, results_path, previous
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "exp6" / "steering")
@@ -264,15 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-eval", action="store_true", help="stop after training the policy and critics")
     p.add_argument("--diagnose", type=int, default=0, metavar="N",
                    help="also run N batch-1 episodes of the plain policy and report where it first closes its gripper")
-    args = p.parse_args(argv)
-    redo = {s for s in args.redo.split(",") if s}
-    if redo - set(STAGES):
-        p.error(f"--redo takes stages from {STAGES}, got {sorted(redo - set(STAGES))}")
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args, redo, results_path, previous = start_run(p, argv, STAGES)
     task = lift_task()
-    results_path = args.out / "results.json"
-    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     # 1. data
