@@ -168,7 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunk execution: receding horizon, temporal ensembling (every step), or real-time chunking")
     p.add_argument("--delay-steps", type=int, default=None,
                    help="rtc only: inference latency to simulate, in control periods (default: the policy's chunk "
-                        "is ready at once, which reproduces receding horizon)")
+                        "is ready at once)")
+    p.add_argument("--blend-steps", type=int, default=None,
+                   help="rtc only: steps of a new chunk blended with the old one (default: the whole overlap; 0: switch "
+                        "at once, which with --delay-steps 0 reproduces receding horizon)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "

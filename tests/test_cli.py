@@ -90,17 +90,17 @@ def test_collect_passes_its_arguments_through_in_order(capsys):
 def test_eval_execution_modes_reach_the_loop_and_are_validated(tmp_path, capsys):
     save_policy(tiny_diffusion(), tmp_path / "ckpt", task=TaskConfig())
     runs = {}
-    for mode in (["--execution", "receding"], ["--execution", "rtc", "--delay-steps", "0"]):
+    for mode in (["--execution", "receding"], ["--execution", "rtc", "--delay-steps", "0", "--blend-steps", "0"]):
         assert main(["eval", str(tmp_path / "ckpt"), "--episodes", "1", "--json", *mode]) == 0
         runs[mode[1]] = json.loads(capsys.readouterr().out)
-    # a chunk that is ready at once and blended over nothing is receding horizon, to the action
+    # a chunk that is ready at once and switched to without blending is receding horizon, to the action
     assert runs["rtc"]["score_mean"] == runs["receding"]["score_mean"]
     assert runs["rtc"]["mean_steps"] == runs["receding"]["mean_steps"]
     assert (runs["rtc"]["execution"], runs["receding"]["execution"]) == ("rtc", "receding")
     assert main(["eval", str(tmp_path / "ckpt"), "--execution", "fastest"]) == 2
     assert "unknown chunk execution mode 'fastest'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "ckpt"), "--delay-steps", "2"]) == 2
-    assert "--delay-steps only applies with --execution rtc" in capsys.readouterr().err
+    assert "--delay-steps and --blend-steps only apply with --execution rtc" in capsys.readouterr().err
 
 
 def test_bench_lists_the_benchmarks_and_runs_one_with_its_own_arguments(capsys):

@@ -22,8 +22,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(steer_flags)} only apply to steered evaluation: add --steer critic=PATH")
     if args.initial_observations is not None and args.imagine is None:
         raise ValueError("--initial-observations only applies with --imagine WORLD_MODEL")
-    if args.delay_steps is not None and args.execution != "rtc":
-        raise ValueError("--delay-steps only applies with --execution rtc")
+    if (args.delay_steps is not None or args.blend_steps is not None) and args.execution != "rtc":
+        raise ValueError("--delay-steps and --blend-steps only apply with --execution rtc")
     critic_path = parse_steer(args.steer) if args.steer is not None else None
     policy = load_policy(args.checkpoint, device=args.device if args.device != "auto" else None)
     task = load_task(args.checkpoint)
@@ -33,7 +33,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         policy, extras["steering"] = steer(policy, critic_path, args)
     if args.imagine is not None:
         task, extras["imagination"] = imagined_task(policy, task, args.imagine, args.initial_observations, args.device)
-    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps)
+    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps)
     record = rollout_store(args.record, task, args.checkpoint) if args.record is not None else None
     report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
                       n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes,
