@@ -44,7 +44,7 @@ def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> in
     if resume and trainer.resume():
         print(f"resumed {run.out_dir} at step {trainer.step}")
     n_params = sum(p.numel() for p in trainer.policy.parameters())
-    print(f"training {run.policy_class.split(':')[-1]} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
+    print(f"training {type(trainer.policy).__name__} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
           f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}")
     report = trainer.fit()
     print(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"

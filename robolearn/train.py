@@ -34,7 +34,9 @@ from robolearn.eval.rollout import EvalReport, evaluate
 from robolearn.nn.ema import EMA
 from robolearn.policies.base import Policy, PolicyConfig
 from robolearn.policies.checkpoint import save_policy
-from robolearn.task import TaskConfig, import_object
+from robolearn.registry import POLICIES
+from robolearn.task import TaskConfig
+from robolearn.typed_config import dataclass_from_dict
 
 
 @dataclass
@@ -63,7 +65,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    policy_class: str = "robolearn.policies.diffusion:DiffusionPolicy"
+    policy_class: str = "diffusion"  # a name in robolearn.registry.POLICIES
     policy: dict[str, Any] = field(default_factory=dict)  # fields of the policy's config dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs/pusht_diffusion"
@@ -72,8 +74,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         d = dict(d)
-        policy = {k: v for k, v in d.pop("policy", {}).items() if k != "name"}  # name only labels the config
-        return cls(task=TaskConfig(**d.pop("task", {})), train=TrainConfig(**d.pop("train", {})), policy=policy, **d)
+        d["policy"] = {k: v for k, v in d.get("policy", {}).items() if k != "name"}  # name only labels the config
+        return dataclass_from_dict(cls, d, "run config")
 
 
 def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
@@ -82,7 +84,7 @@ def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
     Each observed key takes the shape, dtype and statistics of its source in the store (the task's
     `obs_sources`, e.g. agent_pos <- state[0:2]), so a policy trained on a shared dataset is built exactly as
     if the store held the environment's keys."""
-    cls = import_object(run.policy_class)
+    cls = POLICIES.get(run.policy_class)
     task = run.task
     specs = store.specs
     sources = parse_obs_sources(task.obs_keys, task.obs_sources)
@@ -91,12 +93,12 @@ def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
     if missing:
         raise KeyError(f"dataset {store.path} lacks keys {missing} that task {task.name!r} needs; it has {store.keys}")
     obs_specs = {key: source.spec(specs[source.key]) for key, source in sources.items()}  # checks the slices
-    config: PolicyConfig = cls.config_class(
-        obs_shapes={k: list(spec.shape) for k, spec in obs_specs.items()},
-        image_keys=[k for k, spec in obs_specs.items() if spec.is_image],
-        action_dim=specs[task.action_key].shape[0],
+    config: PolicyConfig = dataclass_from_dict(cls.config_class, {
         **run.policy,
-    )
+        "obs_shapes": {k: list(spec.shape) for k, spec in obs_specs.items()},
+        "image_keys": [k for k, spec in obs_specs.items() if spec.is_image],
+        "action_dim": specs[task.action_key].shape[0],
+    }, f"policy config ({run.policy_class})")
     policy = cls(config)
     store_stats: dict[str, dict[str, np.ndarray]] = {}  # per store key: two obs keys may slice the same one
     stats = {}
@@ -172,7 +174,7 @@ class Trainer:
                  "training": f"{self.step} steps in {self.train_seconds / 60:.1f} min on {self.device}",
                  "data": f"`{self.store.path}`: {self.store.n_episodes} episodes, {len(self.windows)} windows",
                  "parameters": f"{n_params / 1e6:.2f} M", "config": "`config.json`"}
-        return write_run_report(self.out, f"{self.run.policy_class.split(':')[-1]} on {self.run.task.name}", facts, report)
+        return write_run_report(self.out, f"{POLICIES.get(self.run.policy_class).__name__} on {self.run.task.name}", facts, report)
 
     def lr_at(self, step: int) -> float:
         """Linear warmup then cosine decay to 0 at `steps`."""

@@ -46,7 +46,7 @@ def test_hydra_configs_compose_into_a_run_config():
     from robolearn.train import RunConfig
 
     raw = compose("train", ["train.steps=7", "policy.horizon=8", "policy.n_action_steps=4"])
-    assert raw["policy_class"] == "robolearn.policies.diffusion:DiffusionPolicy"
+    assert raw["policy_class"] == "diffusion"
     assert raw["out_dir"] == "runs/pusht_diffusion"
     run = RunConfig.from_dict(raw)
     assert run.train.steps == 7 and run.policy["horizon"] == 8 and run.task.obs_keys == ["state"]

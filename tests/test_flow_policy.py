@@ -38,7 +38,7 @@ def test_yaml_names_every_config_field():
     from robolearn.cli import compose
 
     raw = compose("train", ["policy=flow"])
-    assert raw["policy_class"] == "robolearn.policies.flow:FlowMatchingPolicy"
+    assert raw["policy_class"] == "flow"
     fields = {k: v for k, v in raw["policy"].items() if k != "name"}
     base = {"obs_shapes", "image_keys", "action_dim"}
     assert set(fields) == {f.name for f in dataclasses.fields(FlowConfig)} - base

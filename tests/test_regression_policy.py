@@ -32,7 +32,7 @@ def test_config_round_trips_through_json_and_yaml():
     again = RegressionConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
     assert again == cfg and again.hidden == [32, 16]
     raw = compose("train", ["policy=regression"])
-    assert raw["policy_class"] == "robolearn.policies.regression:RegressionPolicy"
+    assert raw["policy_class"] == "regression"
     fields = {k: v for k, v in raw["policy"].items() if k != "name"}
     assert set(fields) == {f.name for f in dataclasses.fields(RegressionConfig)} - {"obs_shapes", "image_keys",
                                                                                     "action_dim"}

@@ -39,17 +39,13 @@ from robolearn.hal.rig import Rig, load_rig
 from robolearn.hal.robot_env import RobotEnv
 from robolearn.hal.teleop import Teleop
 from robolearn.policies.base import Policy, PolicyConfig
-from robolearn.task import import_object
+from robolearn.registry import TELEOPS
 
-TELEOPS = {"keyboard": "robolearn.hal.drivers.keyboard_teleop:KeyboardTeleop",
-           "spacemouse": "robolearn.hal.drivers.spacemouse_teleop:SpaceMouseTeleop"}
 Message = Callable[[str], None]
 
 
 def make_teleop(name: str) -> Teleop:
-    if name not in TELEOPS:
-        raise ValueError(f"unknown teleop device {name!r}; expected one of {sorted(TELEOPS)}")
-    return import_object(TELEOPS[name])()
+    return TELEOPS.get(name)()
 
 
 @contextlib.contextmanager
@@ -202,7 +198,7 @@ def _rig_argument(p: argparse.ArgumentParser) -> None:
 def teleop_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="robolearn teleop", description="Drive a robot from a teleop device (nothing is recorded).")
     _rig_argument(p)
-    p.add_argument("--teleop", default="keyboard", choices=sorted(TELEOPS))
+    p.add_argument("--teleop", default="keyboard", choices=TELEOPS.names())
     p.add_argument("--seconds", type=float, default=60.0)
     args = p.parse_args(argv)
     rig = load_rig(args.rig)
@@ -220,7 +216,7 @@ def collect_main(argv: Sequence[str]) -> int:
     _rig_argument(p)
     p.add_argument("--out", type=Path, required=True, help="store to record into (created, or continued if it exists)")
     p.add_argument("--episodes", type=int, default=None, help="episodes to save (default: until q)")
-    p.add_argument("--teleop", default="keyboard", choices=sorted(TELEOPS))
+    p.add_argument("--teleop", default="keyboard", choices=TELEOPS.names())
     args = p.parse_args(argv)
     if args.episodes is not None and args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

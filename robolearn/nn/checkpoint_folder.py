@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robolearn.device import default_device
+from robolearn.typed_config import dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,7 @@ def read_checkpoint_record(kind: CheckpointKind, directory: str | os.PathLike) -
 
 def config_from_record(kind: CheckpointKind, config_cls: type, values: dict[str, Any]) -> Any:
     """The dataclass config saved in a record; fields this code does not know are an error, not dropped."""
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_cls)})
-    if unknown:
-        raise ValueError(f"{kind.what} checkpoint config has fields {unknown} that {config_cls.__name__} does not know; "
-                         f"it was written by another robolearn version")
-    return config_cls(**values)
+    return dataclass_from_dict(config_cls, values, f"{kind.what} checkpoint config")
 
 
 def load_weights(kind: CheckpointKind, module: nn.Module, directory: str | os.PathLike,

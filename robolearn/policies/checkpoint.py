@@ -1,7 +1,7 @@
 """Policy checkpoints: `model.safetensors` (weights, normalizer included) + `policy.json` (what rebuilds it).
 
-No pickle: loading a checkpoint reads tensors and JSON only, and the class it names must be one of
-robolearn's own. The JSON carries a format version so that a checkpoint from a future version fails clearly.
+No pickle: loading a checkpoint reads tensors and JSON only, and it names its policy kind and env through
+robolearn.registry (old checkpoints' import paths are aliases), type-checked before anything is built. The JSON carries a format version so that a checkpoint from a future version fails clearly.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from robolearn.nn.checkpoint_folder import (
     write_checkpoint,
 )
 from robolearn.policies.base import Policy
-from robolearn.task import TaskConfig, import_object
+from robolearn.registry import POLICIES
+from robolearn.task import TaskConfig, task_from_dict
 
 KIND = CheckpointKind(what="policy", format="robolearn.policy", version=1, weights="model.safetensors",
                       config="policy.json")
@@ -30,9 +31,8 @@ KIND = CheckpointKind(what="policy", format="robolearn.policy", version=1, weigh
 def save_policy(policy: Policy, directory: str | os.PathLike, task: TaskConfig | None = None,
                 info: dict[str, Any] | None = None) -> Path:
     """Write the policy's weights and config into `directory` (created if needed)."""
-    cls = type(policy)
     return write_checkpoint(KIND, policy, directory, {
-        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "class": POLICIES.name_of(type(policy)),
         "config": dataclasses.asdict(policy.config),
         "task": dataclasses.asdict(task) if task is not None else None,
         "info": info or {},
@@ -46,9 +46,7 @@ def read_record(directory: str | os.PathLike) -> dict[str, Any]:
 def load_policy(path: str | os.PathLike, device: str | torch.device | None = None) -> Policy:
     """Rebuild a policy from a checkpoint folder, in eval mode, on `device` (default: CUDA if present)."""
     record = read_record(path)
-    cls = import_object(record["class"])
-    if not (isinstance(cls, type) and issubclass(cls, Policy)):
-        raise TypeError(f"{record['class']} is not a robolearn Policy")
+    cls = POLICIES.get(record.get("class"))
     policy = cls(config_from_record(KIND, cls.config_class, record["config"]))
     return load_weights(KIND, policy, path, device if device is not None else default_device())
 
@@ -57,5 +55,5 @@ def load_task(path: str | os.PathLike) -> TaskConfig:
     record = read_record(path)
     if not record.get("task"):
         raise ValueError(f"checkpoint {path} does not say which task it was trained on; pass the task explicitly")
-    return TaskConfig(**record["task"])
+    return task_from_dict(record["task"], f"checkpoint {path}")
 

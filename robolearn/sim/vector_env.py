@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,7 @@ def _pack(obs: Observation) -> tuple[dict[str, np.ndarray], float]:
     return {k: np.asarray(v) for k, v in obs.items()}, float(getattr(obs, "timestamp", 0.0))
 
 
-def _worker_main(conn: Connection, env_path: str, env_kwargs: dict[str, Any], n_envs: int) -> None:
+def _worker_main(conn: Connection, make: Callable[..., Env], env_kwargs: dict[str, Any], n_envs: int) -> None:
     """Build `n_envs` envs, then answer reset/step/render/close commands until told to close or the parent is gone."""
     # Ctrl-C in a terminal signals the whole process group: only the parent should react, and it closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -74,10 +74,7 @@ def _worker_main(conn: Connection, env_path: str, env_kwargs: dict[str, Any], n_
         os.environ[var] = "1"
     if "torch" in sys.modules:  # importing robolearn imports torch; one thread per worker, the cores are shared
         sys.modules["torch"].set_num_threads(1)
-    from robolearn.task import import_object
-
     try:
-        make = import_object(env_path)
         envs = [make(**env_kwargs) for _ in range(n_envs)]
     except Exception:
         conn.send(("error", traceback.format_exc()))
@@ -154,11 +151,11 @@ def _single_threaded_environment() -> Iterator[None]:
 class _Worker:
     """One worker process hosting the envs `env_ids` (global indices); starts at once, is awaited on first use."""
 
-    def __init__(self, slot: int, env_ids: list[int], env_path: str, env_kwargs: dict[str, Any]):
+    def __init__(self, slot: int, env_ids: list[int], make: Callable[..., Env], env_kwargs: dict[str, Any]):
         self.slot, self.env_ids = slot, env_ids
         ctx = mp.get_context("spawn")  # a fresh interpreter: its own GL context, no forked torch/GL state
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, env_path, env_kwargs, len(env_ids)),
+        self.process = ctx.Process(target=_worker_main, args=(child, make, env_kwargs, len(env_ids)),
                                    name=f"robolearn-env-worker-{slot}", daemon=True)
         with _single_threaded_environment():
             self.process.start()
@@ -177,7 +174,7 @@ class _Worker:
             return f"{self.describe()} died from signal {signal.Signals(-code).name}"
         return f"{self.describe()} exited with code {code}"
 
-    def wait_ready(self, timeout_s: float, env_path: str) -> EnvSpec:
+    def wait_ready(self, timeout_s: float, env_name: str) -> EnvSpec:
         if self.spec is not None:
             return self.spec
         if not self.conn.poll(timeout_s):
@@ -189,7 +186,7 @@ class _Worker:
                                  f"import time must do it under `if __name__ == '__main__':`, since spawned workers "
                                  f"import the main module)") from err
         if kind == "error":
-            raise RuntimeError(f"{self.describe()} could not build {env_path!r}; fix the env class or its env_kwargs. "
+            raise RuntimeError(f"{self.describe()} could not build env {env_name!r}; fix the env class or its env_kwargs. "
                                f"Worker traceback:\n{payload}")
         self.spec = payload
         return payload
@@ -235,9 +232,9 @@ class SubprocVectorEnv:
     it, and the next `reset` uses the replacement.
     """
 
-    def __init__(self, env_path: str, env_kwargs: dict[str, Any] | None, num_envs: int, num_workers: int | None = None,
+    def __init__(self, env: str, env_kwargs: dict[str, Any] | None, num_envs: int, num_workers: int | None = None,
                  timeout_s: float = 120.0, start_timeout_s: float = 300.0):
-        from robolearn.task import import_object
+        from robolearn.registry import ENVS
 
         env_kwargs = dict(env_kwargs or {})
         if num_envs < 1:
@@ -247,13 +244,13 @@ class SubprocVectorEnv:
             raise ValueError(f"num_workers must be between 1 and num_envs ({num_envs}), got {num_workers}")
         if timeout_s <= 0 or start_timeout_s <= 0:
             raise ValueError(f"timeout_s ({timeout_s}) and start_timeout_s ({start_timeout_s}) must be > 0 seconds")
-        import_object(env_path)  # a bad or non-robolearn path fails here, clearly, before any process starts
+        self.make = ENVS.get(env)  # an unknown env fails here, clearly, before any process starts; workers get the class
         try:
             pickle.dumps(env_kwargs)
         except Exception as err:
             raise TypeError(f"env_kwargs must be picklable to reach the worker processes (plain values, lists, "
                             f"dicts): {err}") from err
-        self.env_path, self.env_kwargs = env_path, env_kwargs
+        self.env_name, self.env_kwargs = env, env_kwargs
         self.num_envs, self.num_workers = int(num_envs), int(num_workers)
         self.timeout_s, self.start_timeout_s = float(timeout_s), float(start_timeout_s)
         self.restarts = 0  # worker processes replaced plus envs rebuilt after their step raised
@@ -269,14 +266,14 @@ class SubprocVectorEnv:
         try:
             for slot in range(self.num_workers):
                 self._workers.append(self._new_worker(slot))
-            specs = [w.wait_ready(self.start_timeout_s, env_path) for w in self._workers]
+            specs = [w.wait_ready(self.start_timeout_s, env) for w in self._workers]
         except BaseException:
             self.close()
             raise
         mismatched = [s for s in specs[1:] if s != specs[0]]
         if mismatched:
             self.close()
-            raise RuntimeError(f"the envs built from {env_path!r} disagree on their spec: {specs[0]} vs {mismatched[0]}")
+            raise RuntimeError(f"the envs built from {env!r} disagree on their spec: {specs[0]} vs {mismatched[0]}")
         self.spec: EnvSpec = specs[0]
 
     @classmethod
@@ -287,7 +284,7 @@ class SubprocVectorEnv:
     # ------------------------------------------------------------------ bookkeeping
     def _new_worker(self, slot: int) -> _Worker:
         ids = [i for i in range(self.num_envs) if self._slot_of[i] == slot]
-        return _Worker(slot, ids, self.env_path, self.env_kwargs)
+        return _Worker(slot, ids, self.make, self.env_kwargs)
 
     def _restart(self, worker: _Worker, reason: str) -> str:
         """Replace a failed worker (the new one starts now and is awaited on its next use); its envs are failed."""
@@ -327,7 +324,7 @@ class SubprocVectorEnv:
         for slot, message in requests.items():
             worker = self._workers[slot]
             try:
-                worker.wait_ready(self.start_timeout_s, self.env_path)
+                worker.wait_ready(self.start_timeout_s, self.env_name)
                 worker.send(message)
             except _WorkerFailure as failure:
                 answers[slot] = failure
