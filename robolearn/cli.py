@@ -37,10 +37,11 @@ def lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> int:
     from robolearn.eval.rollout import format_report
+    from robolearn.sim.collect import collect_for_task
     from robolearn.train import RunConfig, Trainer
 
     run = RunConfig.from_dict(compose(config_name, overrides))
-    trainer = Trainer(run)
+    trainer = Trainer(run, make_missing=collect_for_task)
     if resume and trainer.resume():
         print(f"resumed {run.out_dir} at step {trainer.step}")
     n_params = sum(p.numel() for p in trainer.policy.parameters())
@@ -95,9 +96,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def benchmarks() -> dict[str, Path]:
-    from robolearn.data.sources import project_root
+    from robolearn.paths import scripts_dir
 
-    return {p.stem.removeprefix("bench_"): p for p in sorted((project_root() / "scripts").glob("bench_*.py"))}
+    return {p.stem.removeprefix("bench_"): p for p in sorted(scripts_dir().glob("bench_*.py"))}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

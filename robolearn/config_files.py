@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from robolearn.data.sources import project_root
+from robolearn.paths import configs_dir
 
 
 def compose(config_name: str, overrides: Sequence[str]) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def compose(config_name: str, overrides: Sequence[str]) -> dict[str, Any]:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    config_dir = project_root() / "configs"
+    config_dir = configs_dir()
     if not (config_dir / f"{config_name}.yaml").exists():
         raise FileNotFoundError(f"no config {config_name}.yaml in {config_dir}")
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
@@ -29,7 +29,7 @@ def task_by_name(name: str) -> Any:
 
     from robolearn.task import TaskConfig
 
-    folder = project_root() / "configs" / "task"
+    folder = configs_dir() / "task"
     path = folder / f"{name}.yaml"
     if "/" in name or not path.exists():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
@@ -43,7 +43,7 @@ def model_config(group: str, name: str, config_class: type, overrides: Sequence[
 
     import yaml
 
-    folder = project_root() / "configs" / group
+    folder = configs_dir() / group
     path = folder / f"{name}.yaml"
     if "/" in name or not path.exists():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))

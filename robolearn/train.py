@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from robolearn.data.obs_source import parse_obs_sources
-from robolearn.data.sources import open_task_store
+from robolearn.data.sources import MakeDemonstrations, open_task_store
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
 from robolearn.device import resolve_device
@@ -114,7 +114,8 @@ def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
 
 
 class Trainer:
-    def __init__(self, run: RunConfig, store: EpisodeStore | None = None, progress: bool = True):
+    def __init__(self, run: RunConfig, store: EpisodeStore | None = None, progress: bool = True,
+                 make_missing: MakeDemonstrations | None = None):
         self.run = run
         self.cfg = run.train
         self.progress = progress
@@ -124,7 +125,8 @@ class Trainer:
             torch.set_num_threads(self.cfg.num_threads)
         torch.manual_seed(self.cfg.seed)
         self.rng = np.random.default_rng(self.cfg.seed)
-        self.store = store or open_task_store(run.task, run.dataset_path, progress=progress)
+        self.store = store or open_task_store(run.task, run.dataset_path, progress=progress,
+                                               make_missing=make_missing)
         self.policy = build_policy(run, self.store).to(self.device)
         pc = self.policy.config
         self.windows = Windows(self.store, WindowSpec(tuple(run.task.obs_keys), pc.n_obs_steps, pc.horizon,

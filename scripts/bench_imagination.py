@@ -7,7 +7,7 @@ One command; every stage reuses its output when it is there (--redo names stages
    model's training store (clean and degraded episodes except the last --holdout of each pool) and the held-out
    store (those last episodes);
 2. policies: one per fraction, the demo recipe with a small step budget (plus any --extra checkpoints);
-3. world model: robolearn.eval.world_model on the training store only: no evaluation episode, no held-out
+3. world model: robolearn.models.world_model on the training store only: no evaluation episode, no held-out
    episode and no rollout of an evaluated policy is in its data;
 4. eval: each policy on seeds 100000.. in the simulator, and in ImaginedEnv started from the real initial
    observations of the same seeds (the simulator's reset(seed), read before any action), same episode count;
@@ -38,7 +38,7 @@ from robolearn.data.store import EpisodeStore
 from robolearn.eval.correlation import agreement
 from robolearn.eval.imagination import ImaginedEnv
 from robolearn.eval.rollout import evaluate
-from robolearn.eval.world_model import WorldModel, WorldModelConfig, load_world_model, save_world_model, train_world_model
+from robolearn.models.world_model import WorldModel, WorldModelConfig, load_world_model, save_world_model, train_world_model
 from robolearn.policies.checkpoint import load_policy
 from robolearn.task import TaskConfig
 

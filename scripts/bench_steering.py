@@ -32,7 +32,7 @@ import yaml
 
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
-from robolearn.eval.critic import CriticConfig, load_critic, save_critic, train_critic
+from robolearn.models.critic import CriticConfig, load_critic, save_critic, train_critic
 from robolearn.eval.rollout import evaluate
 from robolearn.eval.steering import SteeredPolicy
 from robolearn.policies.base import Policy

@@ -9,8 +9,8 @@ import torch
 from robolearn.cli import main
 from robolearn.config_files import task_by_name
 from robolearn.data.store import EpisodeStore
-from robolearn.eval.critic import load_critic
-from robolearn.eval.world_model import load_world_model
+from robolearn.models.critic import load_critic
+from robolearn.models.world_model import load_world_model
 from robolearn.policies.checkpoint import save_policy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robolearn.sim.particle import ParticleEnv, scripted_demos

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robolearn import paths
 from robolearn.data import sources
 from robolearn.data.store import EpisodeStore
-from robolearn.sim.collect import collect, default_out, main
+from robolearn.sim.collect import collect, collect_for_task, default_out, main
 from robolearn.task import TaskConfig
 
 OBS_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
@@ -131,11 +132,13 @@ def test_missing_dataset_is_collected_by_the_task(tmp_path, monkeypatch):
     root = tmp_path / "project"  # empty datasets/ and shared/data/: the project's own stores stay out of sight
     (root / "datasets").mkdir(parents=True)
     (tmp_path / "shared" / "data").mkdir(parents=True)
-    monkeypatch.setattr(sources, "project_root", lambda: root)
-    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    monkeypatch.setattr(paths, "project_root", lambda: root)
+    monkeypatch.delenv(paths.DATA_ENV_VAR, raising=False)
     task = lift_task()
     task.expert_episodes = 1
-    store = sources.open_task_store(task, progress=False)
+    with pytest.raises(FileNotFoundError, match="robolearn collect --task lift"):
+        sources.open_task_store(task, progress=False)  # finding data never runs a simulator by itself
+    store = sources.open_task_store(task, progress=False, make_missing=collect_for_task)
     assert store.path == root / "datasets" / "lift_scripted.episodes.zarr" and store.n_episodes == 1
     assert sources.open_task_store(task, progress=False).n_episodes == 1  # found now, not collected again
 
@@ -149,6 +152,6 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert "cannot load task 'no_such_task'" in capsys.readouterr().err
     assert main(["--task", "lift", "--episodes", "2", "--out", str(out), "--action-mode", "absolute", "--no-progress"]) == 2
     assert "action_mode is 'delta'" in capsys.readouterr().err
-    monkeypatch.setenv(sources.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(paths.DATA_ENV_VAR, str(tmp_path))
     assert default_out("lift", "delta", "delta") == tmp_path / "lift_scripted.episodes.zarr"
     assert default_out("lift", "absolute", "delta") == tmp_path / "lift_scripted_absolute.episodes.zarr"

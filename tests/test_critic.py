@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import yaml
 
 from robolearn.data.store import EpisodeStore
-from robolearn.eval.critic import (
+from robolearn.models.critic import (
     ChunkTransitions,
     Critic,
     CriticConfig,

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robolearn import paths
 from robolearn.data import sources
 from robolearn.data.store import EpisodeStore
 from robolearn.task import TaskConfig
@@ -16,8 +17,8 @@ def isolated(tmp_path, monkeypatch):
     root = tmp_path / "project"
     (root / "datasets").mkdir(parents=True)
     (tmp_path / "shared" / "data").mkdir(parents=True)
-    monkeypatch.setattr(sources, "project_root", lambda: root)
-    monkeypatch.delenv(sources.ENV_VAR, raising=False)
+    monkeypatch.setattr(paths, "project_root", lambda: root)
+    monkeypatch.delenv(paths.DATA_ENV_VAR, raising=False)
     return tmp_path
 
 

@@ -14,7 +14,7 @@ from robolearn.data.store import EpisodeStore
 from robolearn.env import ArraySpec, Env
 from robolearn.eval.imagination import ImaginedEnv, episode_starts
 from robolearn.eval.rollout import evaluate
-from robolearn.eval.world_model import (
+from robolearn.models.world_model import (
     Sequences,
     WorldModelConfig,
     load_world_model,

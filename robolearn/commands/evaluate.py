@@ -75,7 +75,7 @@ def parse_steer(spec: str) -> Path:
 
 def steer(policy: Any, critic_path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The policy wrapped in a SteeredPolicy with the critic at `critic_path`, and the settings for the report."""
-    from robolearn.eval.critic import load_critic
+    from robolearn.models.critic import load_critic
     from robolearn.eval.steering import SteeredPolicy
 
     critic = load_critic(critic_path, device=policy.device)
@@ -98,7 +98,7 @@ def imagined_task(policy: Any, task: Any, world_model: Path, initial: Path | Non
     own dataset."""
     import dataclasses
 
-    from robolearn.eval.world_model import KIND, WorldModelConfig
+    from robolearn.models.world_model import KIND, WorldModelConfig
     from robolearn.nn.checkpoint_folder import config_from_record, read_checkpoint_record
 
     record = read_checkpoint_record(KIND, world_model)

@@ -30,7 +30,7 @@ def final_losses(history: list[dict[str, float]]) -> str:
 def cmd_critic_train(args: argparse.Namespace) -> int:
     from robolearn.data.sources import open_task_store
     from robolearn.data.store import EpisodeStore
-    from robolearn.eval.critic import CriticConfig, save_critic, train_critic
+    from robolearn.models.critic import CriticConfig, save_critic, train_critic
 
     values = model_config("critic", args.config, CriticConfig, args.overrides, "robolearn critic train")
     task = task_by_name(args.task) if args.task else None
@@ -68,7 +68,7 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 def cmd_worldmodel_train(args: argparse.Namespace) -> int:
     from robolearn.data.sources import open_task_store
     from robolearn.data.store import EpisodeStore
-    from robolearn.eval.world_model import WorldModelConfig, save_world_model, train_world_model
+    from robolearn.models.world_model import WorldModelConfig, save_world_model, train_world_model
 
     values = model_config("world_model", args.config, WorldModelConfig, args.overrides, "robolearn worldmodel train")
     task = task_by_name(args.task) if args.task else None

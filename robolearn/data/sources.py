@@ -2,7 +2,8 @@
 
 Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards. The
 import is named after the dataset file, not the task: several tasks train on one dataset (Push-T from state and
-from pixels both read pusht_cchi_v7_replay.zarr), and they share one imported copy.
+from pixels both read pusht_cchi_v7_replay.zarr), and they share one imported copy. Finding data never runs a
+simulator: a command that wants missing demonstrations collected passes the collector in (`make_missing`).
 """
 from __future__ import annotations
 
@@ -11,26 +12,18 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from robolearn.data.store import EpisodeStore, StoreFormatError
+from robolearn.paths import DATA_ENV_VAR as ENV_VAR
+from robolearn.paths import dataset_search_dirs as search_dirs
+from robolearn.paths import datasets_dir
 from robolearn.task import TaskConfig
 
-ENV_VAR = "ROBOLEARN_DATA"
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def search_dirs() -> list[Path]:
-    dirs = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
-    root = project_root()
-    return [*dirs, root / "datasets", root.parent / "shared" / "data"]
-
-
-def datasets_dir() -> Path:
-    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else project_root() / "datasets"
+# (task, where to write) -> the store it made: e.g. robolearn.sim.collect.collect_for_task, which runs the task's
+# scripted expert. Passed in by the commands that want it, so finding data never depends on a simulator.
+MakeDemonstrations = Callable[[TaskConfig, Path], EpisodeStore]
 
 
 def find_source(task: TaskConfig, path: str | os.PathLike | None = None) -> Path | None:
@@ -77,14 +70,16 @@ def download(url: str, dest_dir: Path, timeout: float = 30.0) -> Path:
 
 
 def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, allow_download: bool = True,
-                    progress: bool = True) -> EpisodeStore:
-    """The task's demonstrations as an EpisodeStore, importing (and downloading) them when needed."""
+                    progress: bool = True, make_missing: MakeDemonstrations | None = None) -> EpisodeStore:
+    """The task's demonstrations as an EpisodeStore, importing (and downloading) them when needed.
+
+    When the dataset is found nowhere and the task names an expert, `make_missing(task, path)` makes it."""
     existing = find_import(task.dataset) if path is None else None
     if existing is not None:
         return EpisodeStore.open(existing)
     source = find_source(task, path)
-    if source is None and path is None and task.expert and task.expert_episodes:
-        return collect_demonstrations(task, progress=progress)
+    if source is None and path is None and task.expert and task.expert_episodes and make_missing is not None:
+        return make_missing(task, datasets_dir() / task.dataset)
     if source is None and allow_download and task.dataset_url:
         try:
             download(task.dataset_url, datasets_dir())
@@ -106,15 +101,6 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
             return EpisodeStore.open(existing)
     return import_diffusion_policy(source, imported_store_path(source.name), task=task.name,
                                    fps=task.spec().control_hz, progress=progress)
-
-
-def collect_demonstrations(task: TaskConfig, progress: bool = True) -> EpisodeStore:
-    """A sim task's demonstrations made on the spot by its scripted expert, saved under the datasets folder."""
-    from robolearn.sim.collect import collect
-
-    out = datasets_dir() / task.dataset
-    print(f"no dataset {task.dataset!r} found: collecting {task.expert_episodes} {task.expert} demonstrations into {out}")
-    return collect(task, n_episodes=task.expert_episodes, out=out, expert=task.expert, progress=progress)
 
 
 def _not_found_message(task: TaskConfig, err: Exception | None = None) -> str:

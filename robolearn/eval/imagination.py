@@ -26,7 +26,7 @@ import torch
 from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
 from robolearn.env import EnvSpec, Observation
-from robolearn.eval.world_model import WorldModel, load_world_model
+from robolearn.models.world_model import WorldModel, load_world_model
 
 _BAR_HEIGHT = 8  # pixels per value in the low-dim rendering
 

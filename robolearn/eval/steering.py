@@ -18,7 +18,7 @@ hook and is `policy.sample` exactly.
 
 A critic is anything with `score(obs, chunks) -> (B, K)` (higher is better) over chunks of `action_steps`
 actions that start at the current step, reading the newest `n_obs_steps` frames of observation history:
-robolearn.eval.critic.Critic is one; a hand-written scorer is another.
+robolearn.models.critic.Critic is one; a hand-written scorer is another.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
 from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
-from robolearn.eval.critic import step_rewards, store_obs_specs
+from robolearn.models.critic import step_rewards, store_obs_specs
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers

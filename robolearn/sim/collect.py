@@ -23,6 +23,7 @@ import numpy as np
 
 from robolearn.data.store import EpisodeStore
 from robolearn.env import Env
+from robolearn.paths import datasets_dir
 from robolearn.task import TaskConfig
 
 EXPERT_KINDS = ("scripted", "degraded")  # degraded: the scripted expert with a failure mode (experts/degraded.py)
@@ -139,11 +140,15 @@ def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripte
     return EpisodeStore.open(out)
 
 
+def collect_for_task(task: TaskConfig, out: Path, progress: bool = True) -> EpisodeStore:
+    """A sim task's missing demonstrations, made by its scripted expert (open_task_store's `make_missing`)."""
+    print(f"no dataset {task.dataset!r} found: collecting {task.expert_episodes} {task.expert} demonstrations into {out}")
+    return collect(task, n_episodes=task.expert_episodes, out=out, expert=task.expert, progress=progress)
+
+
 def default_out(task_name: str, action_mode: str | None, config_mode: str | None, expert: str = "scripted") -> Path:
     """datasets/<task>_<expert>.episodes.zarr (scripted: the name the task config looks for); another action mode
     than the config's gets its own name, so a delta-action task never trains on absolute actions by accident."""
-    from robolearn.data.sources import datasets_dir
-
     suffix = "" if action_mode == config_mode else f"_{action_mode}"
     return datasets_dir() / f"{task_name}_{expert}{suffix}.episodes.zarr"
 
