@@ -11,7 +11,14 @@ import contextlib
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
-from robolearn.policies.checkpoint import load_policy  # noqa: E402
-
 __all__ = ["load_policy"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported on first use: `import robolearn` (and so `robolearn info`, `robolearn --help`) must not pay for torch.
+    if name == "load_policy":
+        from robolearn.policies.checkpoint import load_policy
+
+        return load_policy
+    raise AttributeError(f"module 'robolearn' has no attribute {name!r}")
