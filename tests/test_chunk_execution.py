@@ -142,3 +142,24 @@ def test_evaluation_with_zero_delay_rtc_reproduces_receding_horizon_exactly():
     assert [e["max_coverage"] for e in rtc.episodes] == pytest.approx([e["max_coverage"] for e in receding.episodes])
     assert [e["steps"] for e in rtc.episodes] == [e["steps"] for e in receding.episodes]
     assert ensemble.n_episodes == 2 and ensemble.inference_ms_per_chunk > 0
+
+
+def test_every_runner_closes_and_forgets_its_buffers():
+    """ChunkRunner.close(): the loop's owner releases a runner the same way whatever its kind."""
+    from robolearn.control.executor import ChunkRunner
+    from robolearn.control.replay_runner import ReplayRunner
+
+    obs = [{"x": np.zeros(1, np.float32)}]
+    for execution in ("receding", "ensemble", "rtc"):
+        runner = make_runner(StampedPolicy(), ChunkExecution(execution))
+        assert isinstance(runner, ChunkRunner)
+        runner.reset(obs)
+        assert runner.act().shape == (1, 1)
+        runner.close()
+        assert runner.history == {}, execution
+    replay = ReplayRunner(np.zeros((3, 2), np.float32))
+    replay.reset(obs)
+    replay.act()
+    replay.close()
+    with pytest.raises(IndexError, match="only 3 actions"):
+        replay.act()

@@ -15,11 +15,12 @@ import pytest
 from robolearn.data.store import EpisodeStore
 from robolearn.eval.rollout import evaluate, format_report
 from robolearn.sim.pusht import PushTEnv
-from robolearn.sim.vector_env import SerialVectorEnv, SubprocVectorEnv
+from robolearn.env import SerialVectorEnv
+from robolearn.sim.vector_env import SubprocVectorEnv
 from robolearn.task import TaskConfig
 from tests.helpers import GoToBlockPolicy, go_to_block_policy
 
-PUSHT = "robolearn.sim.pusht:PushTEnv"
+PUSHT = "pusht"
 IMAGE_KWARGS = {"obs_type": "image", "render_size": 96}
 
 
@@ -180,7 +181,7 @@ def test_close_is_idempotent_and_stops_every_worker(vec):
 
 
 def test_bad_arguments_fail_clearly():
-    with pytest.raises(ValueError, match="only robolearn's own classes"):
+    with pytest.raises(ValueError, match="unknown env 'os:system'; known: "):
         SubprocVectorEnv("os:system", {}, num_envs=2)
     with pytest.raises(ValueError, match=r"num_workers must be between 1 and num_envs \(2\), got 3"):
         SubprocVectorEnv(PUSHT, {}, num_envs=2, num_workers=3)

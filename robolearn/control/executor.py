@@ -30,6 +30,8 @@ class ChunkRunner(Protocol):
 
     def act(self) -> np.ndarray: ...
 
+    def close(self) -> None: ...  # release what the runner holds (an inference thread, buffers); it is done after
+
 
 class ObsHistory:
     """The last `n_obs_steps` observations of every env, edge-padded after a reset like training windows."""
@@ -60,6 +62,10 @@ class ObsHistory:
             hist = self._history[key]
             hist[:, :-1] = hist[:, 1:]
             hist[:, -1] = newest
+
+    def close(self) -> None:
+        """Drop the buffered observations (images of every env can be large); `reset` starts afresh."""
+        self._history = {}
 
 
 @torch.no_grad()

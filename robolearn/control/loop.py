@@ -23,9 +23,8 @@ from robolearn.control.chunking import ChunkExecution, make_runner
 from robolearn.control.clock import Clock, ClockStats, SteppedClock, Tick
 from robolearn.control.executor import ChunkRunner
 from robolearn.control.recorder import EpisodeRecorder
-from robolearn.env import Env, StepResult, VectorEnv
+from robolearn.env import Env, SerialVectorEnv, StepResult, VectorEnv
 from robolearn.policies.base import Policy
-from robolearn.sim.vector_env import SerialVectorEnv
 
 
 @dataclass

@@ -49,3 +49,7 @@ class ReplayRunner:
         action = self.actions[self._next]
         self._next += 1
         return action[None]
+
+    def close(self) -> None:
+        """No actions are left to send after close (act raises) until the next reset."""
+        self._next = len(self.actions)

@@ -182,6 +182,7 @@ class RealTimeChunkRunner(ObsHistory):
     def close(self) -> None:
         if self._worker is not None:
             self._worker.close(timeout=10.0)
+        super().close()
 
     def __enter__(self) -> RealTimeChunkRunner:
         return self

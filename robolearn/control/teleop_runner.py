@@ -74,3 +74,7 @@ class TeleopRunner:
         if self.mode == "ee_absolute":
             self._target = action[:6].copy()  # the clipped target: holding a key against the workspace wall does not wind up
         return action[None].astype(np.float32)
+
+    def close(self) -> None:
+        """Forget the held target pose, so nothing stale is commanded if the runner is used again without a reset."""
+        self._target = None

@@ -21,12 +21,12 @@ from robolearn.control.chunking import ChunkExecution
 from robolearn.control.clock import RealTimeClock
 from robolearn.control.loop import ControlLoop, EpisodeResult
 from robolearn.control.recorder import EpisodeRecorder
-from robolearn.control.rtc import RealTimeChunkRunner
 from robolearn.data.store import EpisodeStore
+from robolearn.env import SerialVectorEnv
 from robolearn.eval.statistics import mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
-from robolearn.sim.vector_env import SerialVectorEnv, SubprocVectorEnv
+from robolearn.sim.vector_env import SubprocVectorEnv
 from robolearn.task import TaskConfig
 
 DEFAULT_START_SEED = 100_000  # held-out seeds, as in Diffusion Policy's test episodes
@@ -130,8 +130,7 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
             try:
                 out += loop.run([start_seed + i for i in batch], record=record)
             finally:
-                if isinstance(loop.runner, RealTimeChunkRunner):
-                    loop.runner.close()  # its inference thread
+                loop.runner.close()  # an rtc runner's inference thread
             bar.update(len(batch))
         return out
 
