@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from robolearn.data.obs_source import parse_obs_sources
+from robolearn.data.normalizer import fit_from_stores
+from robolearn.data.obs_source import action_dim_of, store_obs_specs
 from robolearn.data.sources import MakeDemonstrations, open_task_store
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
@@ -86,30 +87,15 @@ def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
     if the store held the environment's keys."""
     cls = POLICIES.get(run.policy_class)
     task = run.task
-    specs = store.specs
-    sources = parse_obs_sources(task.obs_keys, task.obs_sources)
-    needed = [*dict.fromkeys(source.key for source in sources.values()), task.action_key]
-    missing = [k for k in needed if k not in specs]
-    if missing:
-        raise KeyError(f"dataset {store.path} lacks keys {missing} that task {task.name!r} needs; it has {store.keys}")
-    obs_specs = {key: source.spec(specs[source.key]) for key, source in sources.items()}  # checks the slices
+    obs_specs = store_obs_specs(store, task.obs_keys, task.obs_sources, reader=f"task {task.name!r}")
     config: PolicyConfig = dataclass_from_dict(cls.config_class, {
         **run.policy,
         "obs_shapes": {k: list(spec.shape) for k, spec in obs_specs.items()},
         "image_keys": [k for k, spec in obs_specs.items() if spec.is_image],
-        "action_dim": specs[task.action_key].shape[0],
+        "action_dim": action_dim_of(store, task.action_key),
     }, f"policy config ({run.policy_class})")
     policy = cls(config)
-    store_stats: dict[str, dict[str, np.ndarray]] = {}  # per store key: two obs keys may slice the same one
-    stats = {}
-    for key, source in sources.items():
-        if obs_specs[key].is_image:
-            continue  # images map 0..255 onto [-1, 1] without statistics
-        if source.key not in store_stats:
-            store_stats[source.key] = store.stats(source.key)
-        stats[key] = {name: source.apply(value) for name, value in store_stats[source.key].items()}
-    stats["action"] = store.stats(task.action_key)
-    policy.normalizer.fit(stats)
+    fit_from_stores(policy.normalizer, [store], task.obs_sources, task.action_key)
     return policy
 
 

@@ -6,11 +6,17 @@ at 0 instead of dividing by zero.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+from robolearn.data.obs_source import ObsSource, parse_obs_sources
+
+if TYPE_CHECKING:
+    from robolearn.data.store import EpisodeStore
 
 _EPS = 1e-4
 
@@ -56,3 +62,24 @@ class Normalizer(nn.Module):
 
     def normalize_all(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: self.normalize(k, v) for k, v in values.items()}
+
+
+def fit_from_stores(normalizer: Normalizer, stores: Sequence[EpisodeStore], obs_sources: Mapping[str, str],
+                    action_key: str) -> Normalizer:
+    """Fit every low-dim key of `normalizer` from store statistics: observations read through `obs_sources` (so a
+    sliced key gets its slice's range) and "action" from `action_key`; several stores: the union of their ranges.
+    The one place policies, critics and world models take their normalization from."""
+    keys = [k for k in normalizer.lowdim_keys if k != "action"]
+    sources = parse_obs_sources(keys, {k: v for k, v in obs_sources.items() if k in keys})
+    needed = {**{key: source for key, source in sources.items()}, "action": ObsSource(action_key)}
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for store in stores:
+        per_store_key: dict[str, dict[str, np.ndarray]] = {}  # two observed keys may slice the same store key
+        for key, source in needed.items():
+            if source.key not in per_store_key:
+                per_store_key[source.key] = store.stats(source.key)
+            lo, hi = (source.apply(per_store_key[source.key][name]) for name in ("min", "max"))
+            if key in stats:
+                lo, hi = np.minimum(stats[key]["min"], lo), np.maximum(stats[key]["max"], hi)
+            stats[key] = {"min": lo, "max": hi}
+    return normalizer.fit(stats)

@@ -14,10 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from robolearn.env import ArraySpec
+
+if TYPE_CHECKING:
+    from robolearn.data.store import EpisodeStore
 
 _SOURCE = re.compile(r"^(?P<key>[^\[\]\s]+)(?:\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 
@@ -92,3 +96,26 @@ def parse_obs_sources(obs_keys: Sequence[str], obs_sources: Mapping[str, str]) -
         raise ValueError(f"obs_sources names {unknown}, which are not observed keys; obs_keys is {list(obs_keys)}")
     return {key: parse_obs_source(obs_sources[key]) if key in obs_sources else ObsSource(key) for key in obs_keys}
 
+
+
+def store_obs_specs(store: EpisodeStore, obs_keys: Sequence[str], obs_sources: Mapping[str, str],
+                    reader: str = "the model") -> dict[str, ArraySpec]:
+    """Per-step spec of each observed key as read from `store` through `obs_sources` (slices checked here)."""
+    sources = parse_obs_sources(obs_keys, obs_sources)
+    specs = store.specs
+    missing = sorted({s.key for s in sources.values()} - set(specs))
+    if missing:
+        raise KeyError(f"store {store.path} lacks keys {missing} that {reader} needs (observations {list(obs_keys)}); "
+                       f"it has {store.keys}")
+    return {key: source.spec(specs[source.key]) for key, source in sources.items()}
+
+
+def action_dim_of(store: EpisodeStore, action_key: str) -> int:
+    """The store's action vector size; actions must be vectors (per-step shape (action_dim,))."""
+    if action_key not in store.specs:
+        raise KeyError(f"store {store.path} has no action key {action_key!r}; it has {store.keys}")
+    shape = store.specs[action_key].shape
+    if len(shape) != 1:
+        raise ValueError(f"actions {action_key!r} in {store.path} must be vectors (per-step shape (action_dim,)), "
+                         f"got {shape}")
+    return int(shape[0])

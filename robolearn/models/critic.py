@@ -31,12 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robolearn.data.normalizer import Normalizer
-from robolearn.data.obs_source import parse_obs_sources
+from robolearn.data.normalizer import Normalizer, fit_from_stores
+from robolearn.data.obs_source import action_dim_of, parse_obs_sources, store_obs_specs
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec, to_device
 from robolearn.device import resolve_device
-from robolearn.env import ArraySpec
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import check_mlp, mlp_layers
@@ -106,31 +105,6 @@ class CriticConfig:
 
 
 # ---------------------------------------------------------------------------------------------- data helpers
-def store_obs_specs(store: EpisodeStore, obs_keys: list[str], obs_sources: Mapping[str, str]) -> dict[str, ArraySpec]:
-    """Per-step spec of each observed key as read from the store (through the task's obs_sources)."""
-    sources = parse_obs_sources(obs_keys, obs_sources)
-    specs = store.specs
-    missing = sorted({s.key for s in sources.values()} - set(specs))
-    if missing:
-        raise KeyError(f"store {store.path} lacks keys {missing} needed for observations {obs_keys}; it has {store.keys}")
-    return {key: source.spec(specs[source.key]) for key, source in sources.items()}
-
-
-def fit_normalizer(normalizer: Normalizer, store: EpisodeStore, obs_sources: Mapping[str, str],
-                   action_key: str) -> Normalizer:
-    """Fit the low-dim keys of `normalizer` (observations and "action") from the store's min/max statistics."""
-    keys = [k for k in normalizer.lowdim_keys if k != "action"]
-    sources = parse_obs_sources(keys, {k: v for k, v in obs_sources.items() if k in keys})
-    per_store_key: dict[str, dict[str, np.ndarray]] = {}
-    stats = {}
-    for key, source in sources.items():
-        if source.key not in per_store_key:
-            per_store_key[source.key] = store.stats(source.key)
-        stats[key] = {name: source.apply(value) for name, value in per_store_key[source.key].items()}
-    stats["action"] = store.stats(action_key)
-    return normalizer.fit(stats)
-
-
 def step_rewards(store: EpisodeStore, source: str = "auto", reward_key: str = "reward") -> np.ndarray:
     """(n_steps,) float32 reward of every step: the store's `reward_key`, or 1 on the last step of each episode whose
     metadata says success=True ("success"); "auto" takes the reward key when the store has one."""
@@ -377,14 +351,10 @@ def _configure(source: EpisodeStore | TaskConfig, config: CriticConfig,
         raise TypeError(f"train_critic needs an EpisodeStore or a TaskConfig, got {type(source).__name__}")
     if not config.obs_keys:
         raise ValueError("CriticConfig.obs_keys is empty: name the observed keys (or train from a TaskConfig)")
-    specs = store_obs_specs(store, config.obs_keys, config.obs_sources)
-    if config.action_key not in store.specs:
-        raise KeyError(f"store {store.path} has no action key {config.action_key!r}; it has {store.keys}")
-    action_shape = store.specs[config.action_key].shape
-    if len(action_shape) != 1:
-        raise ValueError(f"actions {config.action_key!r} must be vectors (per-step shape (action_dim,)), got {action_shape}")
+    specs = store_obs_specs(store, config.obs_keys, config.obs_sources, reader="the critic")
     config = dataclasses.replace(config, obs_shapes={k: list(s.shape) for k, s in specs.items()},
-                                 image_keys=[k for k, s in specs.items() if s.is_image], action_dim=int(action_shape[0]))
+                                 image_keys=[k for k, s in specs.items() if s.is_image],
+                                 action_dim=action_dim_of(store, config.action_key))
     return store, config
 
 
@@ -402,7 +372,7 @@ def train_critic(source: EpisodeStore | TaskConfig, config: CriticConfig | None 
     rewards = step_rewards(store, cfg.reward_source, cfg.reward_key)
     data = ChunkTransitions(store, cfg, rewards)
     critic = Critic(cfg)
-    fit_normalizer(critic.normalizer, store, cfg.obs_sources, cfg.action_key)
+    fit_from_stores(critic.normalizer, [store], cfg.obs_sources, cfg.action_key)
     critic.to(device).train()
     critic.update_target(1.0)  # targets start equal to the online heads
     params = [p for name, p in critic.named_parameters() if not name.startswith("target_")]

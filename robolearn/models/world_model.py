@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robolearn.data.normalizer import Normalizer
-from robolearn.data.obs_source import parse_obs_sources
+from robolearn.data.normalizer import Normalizer, fit_from_stores
+from robolearn.data.obs_source import action_dim_of, parse_obs_sources, store_obs_specs
 from robolearn.data.store import EpisodeStore
 from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
-from robolearn.models.critic import step_rewards, store_obs_specs
+from robolearn.models.critic import step_rewards
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
@@ -389,12 +389,6 @@ class Sequences:
                 "success": tensor(self.success[steps])}
 
 
-def _fit(model: WorldModel, data: Sequences) -> None:
-    stats = {k: {"min": v.min(axis=0), "max": v.max(axis=0)} for k, v in data.obs.items() if k in model.lowdim_keys}
-    stats["action"] = {"min": data.actions.min(axis=0), "max": data.actions.max(axis=0)}
-    model.normalizer.fit(stats)
-
-
 def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: WorldModelConfig | None = None,
                       progress: bool = False, history: list[dict[str, float]] | None = None) -> WorldModel:
     """Train on one store or several (demonstrations and recorded rollouts alike); returns the model in eval mode.
@@ -407,23 +401,21 @@ def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: Wor
         raise ValueError("train_world_model needs at least one EpisodeStore")
     if not cfg.obs_keys:
         raise ValueError("WorldModelConfig.obs_keys is empty: name the observed keys (e.g. a task's obs_keys)")
-    specs = store_obs_specs(stores[0], cfg.obs_keys, cfg.obs_sources)
+    specs = store_obs_specs(stores[0], cfg.obs_keys, cfg.obs_sources, reader="the world model")
     for store in stores:
-        other = store_obs_specs(store, cfg.obs_keys, cfg.obs_sources)
+        other = store_obs_specs(store, cfg.obs_keys, cfg.obs_sources, reader="the world model")
         if other != specs or store.specs.get(cfg.action_key) != stores[0].specs.get(cfg.action_key):
             raise ValueError(f"store {store.path} holds different observation or action shapes than {stores[0].path}")
-    if cfg.action_key not in stores[0].specs or len(stores[0].specs[cfg.action_key].shape) != 1:
-        raise KeyError(f"store {stores[0].path} has no vector action key {cfg.action_key!r}; it has {stores[0].keys}")
     cfg = dataclasses.replace(
         cfg, obs_shapes={k: list(s.shape) for k, s in specs.items()}, image_keys=[k for k, s in specs.items() if s.is_image],
-        action_dim=stores[0].specs[cfg.action_key].shape[0], control_hz=float(stores[0].fps or cfg.control_hz),
+        action_dim=action_dim_of(stores[0], cfg.action_key), control_hz=float(stores[0].fps or cfg.control_hz),
         max_episode_steps=int(max(s.episode_lengths.max() for s in stores)))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     data = Sequences(stores, cfg)
     model = WorldModel(cfg)
-    _fit(model, data)
+    fit_from_stores(model.normalizer, stores, cfg.obs_sources, cfg.action_key)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fit_steps(lambda step: model.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device)),
