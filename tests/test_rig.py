@@ -208,3 +208,49 @@ def test_build_errors_name_the_rig(tmp_path):
     raw = mutate("calibration", {"robot": {"offsets": [0] * 7}})
     with pytest.raises(RigError, match="takes no `calibration`"):
         parse_rig(raw, tmp_path / "cal.yaml").build_robot()
+
+
+def test_rig_files_name_drivers_from_the_registry():
+    from robolearn.registry import CAMERAS, ROBOTS
+
+    for path in RIG_FILES:
+        raw = yaml.safe_load(path.read_text())
+        assert raw["robot"]["class"] in ROBOTS.names(), path.name  # short names, not import paths
+        assert all(c["class"] in CAMERAS.names() for c in (raw.get("cameras") or {}).values()), path.name
+    assert load_rig("ur5e").robot.cls == "ur_rtde" and load_rig("ur5e").cameras["front"].cls == "realsense"
+
+
+def test_old_rig_files_with_import_paths_still_load_and_build():
+    raw = mutate("robot.class", "robolearn.hal.drivers.ur_rtde:URRobot")
+    raw["cameras"]["front"]["class"] = "robolearn.hal.drivers.opencv_camera:OpenCVCamera"
+    rig = parse_rig(raw, Path("old.yaml"))
+    assert rig.robot.cls == "ur_rtde" and rig.cameras["front"].cls == "opencv"
+    old_sim = parse_rig(mutate("robot.class", "robolearn.hal.sim_arm:SimulatedArm"), Path("old_sim.yaml"))
+    assert old_sim.robot.cls == "sim_arm"
+
+
+def test_an_unregistered_function_named_by_a_rig_is_refused_without_being_called(monkeypatch):
+    import robolearn.data.sources as sources
+
+    called = []
+    monkeypatch.setattr(sources, "download", lambda *a, **k: called.append((a, k)), raising=False)
+    for where in ("robot.class", "cameras.front.class"):
+        with pytest.raises(RigError) as err:
+            parse_rig(mutate(where, "robolearn.data.sources:download"), Path("hardware/evil.yaml"))
+        message = str(err.value)
+        assert message.startswith(f"hardware/evil.yaml: {where}: unknown ")
+        assert "robolearn.data.sources:download" in message
+        known = "sim_arm, ur_rtde" if where == "robot.class" else "opencv, realsense, sim_camera"
+        assert known.split(", ")[0] in message and "known:" in message
+    assert called == []
+
+
+def test_loading_a_rig_imports_no_driver():
+    import subprocess
+    import sys
+
+    code = ("import sys; from robolearn.hal.rig import load_rig\n"
+            "for name in ('ur5e', 'so100', 'franka_panda', 'sim_arm'): load_rig(name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('robolearn.hal.drivers.') or m.endswith('sim_arm')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,9 +1,11 @@
 """Rigs: one YAML file describes a physical (or simulated) setup, and `load_rig(...).build_env()` gives its RobotEnv.
 
-A rig names its robot and cameras by import path (inside robolearn only) with constructor kwargs, and declares
-rates, limits, the home pose, calibration, the action mode and the task's observation keys. Loading validates
-everything without importing a driver, so a rig whose vendor SDK is missing still loads; building it fails with
-a message saying what to install. Every error names the file and the field. See hardware/README.md.
+A rig names its robot and cameras by driver name (`robolearn.registry.ROBOTS` / `CAMERAS`: `ur_rtde`, `opencv`,
+...) with constructor kwargs, and declares rates, limits, the home pose, calibration, the action mode and the
+task's observation keys. Nothing a rig says is imported as code: an import path written by an older version is
+accepted only where the registry lists it as an alias. Loading validates everything without importing a driver,
+so a rig whose vendor SDK is missing still loads; building it fails with a message saying what to install. Every
+error names the file and the field. See hardware/README.md.
 
 Arguments the rig fills in when the class takes them and the kwargs do not set them: the robot gets `name`,
 `command_hz`, `limits` and `calibration` (the `calibration.robot` section, passed through the annotated type's
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import time
 import typing
 from collections.abc import Callable, Mapping
@@ -28,11 +29,10 @@ from robolearn.env import EnvSpec
 from robolearn.hal.camera import Camera
 from robolearn.hal.robot import Robot, RobotLimits
 from robolearn.hal.robot_env import ACTION_MODES, RobotEnv, SafetyConfig, make_robot_spec
-from robolearn.task import import_object
+from robolearn.registry import CAMERAS, ROBOTS, Registry, UnknownNameError
 
 HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
 INSTALL_HINT = "hardware drivers need their vendor SDKs: pip install 'robolearn[hardware]'"
-_CLASS_PATH = re.compile(r"^robolearn(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*$")
 _TOP_KEYS = {"name", "description", "robot", "control_hz", "command_hz", "limits", "home", "cameras", "calibration",
              "action_mode", "task", "safety", "gripper_half_open_m"}
 _REQUIRED = ("robot", "control_hz", "command_hz", "limits", "home", "action_mode", "task")
@@ -44,7 +44,7 @@ class RigError(ValueError):
 
 @dataclass(frozen=True)
 class Component:
-    """A class named by import path and the keyword arguments it is built with."""
+    """A driver named in a registry (its canonical name) and the keyword arguments it is built with."""
 
     cls: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -103,7 +103,7 @@ class Rig:
     def build_robot(self) -> Robot:
         """The robot driver, not yet connected."""
         try:
-            cls = import_object(self.robot.cls)
+            cls = ROBOTS.get(self.robot.cls)
         except ImportError as err:
             raise self._fail("robot.class", err) from err
         kwargs = dict(self.robot.kwargs)
@@ -147,7 +147,7 @@ class Rig:
         cameras = {}
         for name, component in self.cameras.items():
             try:
-                cls = import_object(component.cls)
+                cls = CAMERAS.get(component.cls)
             except ImportError as err:
                 raise self._fail(f"cameras.{name}.class", err) from err
             kwargs = dict(component.kwargs)
@@ -238,7 +238,7 @@ def load_rig(path_or_name: str | Path) -> Rig:
 
 def rig_env(rig: str) -> RobotEnv:
     """A rig's RobotEnv, not yet connected (its first reset connects): a task config names a robot as its env with
-    `env: robolearn.hal.rig:rig_env` and `env_kwargs: {rig: NAME_OR_PATH}`."""
+    `env: rig` and `env_kwargs: {rig: NAME_OR_PATH}`."""
     return load_rig(rig).build_env(connect=False)
 
 
@@ -279,14 +279,16 @@ def parse_rig(raw: Any, path: Path | None = None) -> Rig:
             raise fail(where, f"expected a mapping, got {value!r}")
         return dict(value)
 
-    def component(value: Any, where: str) -> Component:
+    def component(value: Any, where: str, registry: Registry) -> Component:
         value = mapping(value, where)
         extra = sorted(set(value) - {"class", "kwargs"})
         if extra:
             raise fail(where, f"unknown field(s) {extra}; expected `class` and `kwargs`")
-        cls = value.get("class")
-        if not isinstance(cls, str) or not _CLASS_PATH.match(cls):
-            raise fail(f"{where}.class", f"expected 'robolearn.module:ClassName' (only robolearn's classes), got {cls!r}")
+        try:  # validated by name only: no driver module is imported while loading
+            cls = registry.canonical(value.get("class"))
+        except UnknownNameError as err:
+            raise fail(f"{where}.class", f"{err}; name a registered driver, or register a new one in "
+                       "robolearn/registry.py (see hardware/README.md)") from err
         return Component(cls, mapping(value.get("kwargs"), f"{where}.kwargs"))
 
     name = raw.get("name", path.stem if path is not None else "rig")
@@ -331,8 +333,8 @@ def parse_rig(raw: Any, path: Path | None = None) -> Rig:
     if action_mode not in ACTION_MODES:
         raise fail("action_mode", f"expected one of {ACTION_MODES}, got {action_mode!r}")
 
-    robot = component(raw["robot"], "robot")
-    cameras = {str(k): component(v, f"cameras.{k}") for k, v in mapping(raw.get("cameras"), "cameras").items()}
+    robot = component(raw["robot"], "robot", ROBOTS)
+    cameras = {str(k): component(v, f"cameras.{k}", CAMERAS) for k, v in mapping(raw.get("cameras"), "cameras").items()}
 
     task_raw = mapping(raw["task"], "task")
     task_fields = {f.name for f in fields(RigTask)}
