@@ -70,11 +70,11 @@ def test_eval_overrides_change_inference_settings_and_are_validated():
 
 @pytest.mark.parametrize("policy", ["diffusion", "flow", "regression", "energy"])
 def test_every_policy_config_composes_into_its_dataclass(policy):
-    from robolearn.task import import_object
+    from robolearn.registry import POLICIES
     from robolearn.train import RunConfig
 
     run = RunConfig.from_dict(compose("train", [f"policy={policy}", "task=particle"]))
-    config_class = import_object(run.policy_class).config_class
+    config_class = POLICIES.get(run.policy_class).config_class
     config = config_class(obs_shapes={"state": [2]}, action_dim=2, **run.policy)
     assert run.task.name == "particle" and config.horizon == run.policy["horizon"]
 

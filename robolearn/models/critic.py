@@ -37,10 +37,10 @@ from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec, to_device
 from robolearn.device import resolve_device
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
-from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.task import TaskConfig
+from robolearn.train.loop import Schedule, TrainLoop, random_batches
 
 KIND = CheckpointKind(what="critic", format="robolearn.critic", version=1, weights="critic.safetensors",
                       config="critic.json")
@@ -368,18 +368,18 @@ def train_critic(source: EpisodeStore | TaskConfig, config: CriticConfig | None 
     store, cfg = _configure(source, config or CriticConfig(), dataset_path)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     rewards = step_rewards(store, cfg.reward_source, cfg.reward_key)
     data = ChunkTransitions(store, cfg, rewards)
     critic = Critic(cfg)
     fit_from_stores(critic.normalizer, [store], cfg.obs_sources, cfg.action_key)
-    critic.to(device).train()
+    critic.to(device)
     critic.update_target(1.0)  # targets start equal to the online heads
     params = [p for name, p in critic.named_parameters() if not name.startswith("target_")]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fit_steps(lambda step: critic.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device)), params,
-              optimizer, cfg.steps, what="critic", log_every=cfg.log_every, history=history, progress=progress,
-              after_step=critic.update_target, hint="lower lr or check the rewards")
+    loop = TrainLoop(critic, optimizer, Schedule(cfg.lr, cfg.steps, decay="constant"), what="critic", seed=cfg.seed,
+                     log_every=cfg.log_every, history=history, progress=progress, after_step=critic.update_target,
+                     hint="lower lr or check the rewards")
+    loop.run(random_batches(lambda rows: data.gather(rows, device), len(data), cfg.batch_size, loop.rng), critic.loss)
     return critic.eval()
 
 

@@ -41,8 +41,8 @@ from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
 from robolearn.models.critic import step_rewards
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
-from robolearn.nn.fit import fit_steps
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
+from robolearn.train.loop import Schedule, TrainLoop, random_batches
 
 KIND = CheckpointKind(what="world model", format="robolearn.world_model", version=1, weights="world_model.safetensors",
                       config="world_model.json")
@@ -412,15 +412,14 @@ def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: Wor
         max_episode_steps=int(max(s.episode_lengths.max() for s in stores)))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     data = Sequences(stores, cfg)
     model = WorldModel(cfg)
     fit_from_stores(model.normalizer, stores, cfg.obs_sources, cfg.action_key)
-    model.to(device).train()
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fit_steps(lambda step: model.loss(data.gather(rng.integers(0, len(data), cfg.batch_size), device)),
-              model.parameters(), optimizer, cfg.steps, what="world model", log_every=cfg.log_every, history=history,
-              progress=progress, grad_clip=cfg.grad_clip)
+    loop = TrainLoop(model, optimizer, Schedule(cfg.lr, cfg.steps, decay="constant"), what="world model", seed=cfg.seed,
+                     log_every=cfg.log_every, history=history, progress=progress, grad_clip=cfg.grad_clip)
+    loop.run(random_batches(lambda rows: data.gather(rows, device), len(data), cfg.batch_size, loop.rng), model.loss)
     return model.eval()
 
 

@@ -1,4 +1,5 @@
-"""Training: windows from an EpisodeStore -> policy.loss -> AdamW + EMA, with evaluation and checkpoints.
+"""Training a policy: windows from an EpisodeStore -> policy.loss through the shared TrainLoop (AdamW, warmup +
+cosine, EMA), with evaluation, checkpoints and a report.
 
 A run folder holds everything about a run::
 
@@ -14,15 +15,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from robolearn.data.normalizer import fit_from_stores
 from robolearn.data.obs_source import action_dim_of, store_obs_specs
@@ -37,6 +35,7 @@ from robolearn.policies.base import Policy, PolicyConfig
 from robolearn.policies.checkpoint import save_policy
 from robolearn.registry import POLICIES
 from robolearn.task import TaskConfig
+from robolearn.train.loop import Schedule, TrainLoop
 from robolearn.typed_config import dataclass_from_dict
 
 
@@ -100,6 +99,8 @@ def build_policy(run: RunConfig, store: EpisodeStore) -> Policy:
 
 
 class Trainer:
+    """A policy's training run: the task's windows through `TrainLoop`, EMA weights checkpointed and evaluated."""
+
     def __init__(self, run: RunConfig, store: EpisodeStore | None = None, progress: bool = True,
                  make_missing: MakeDemonstrations | None = None):
         self.run = run
@@ -110,7 +111,6 @@ class Trainer:
         if self.cfg.num_threads > 0:
             torch.set_num_threads(self.cfg.num_threads)
         torch.manual_seed(self.cfg.seed)
-        self.rng = np.random.default_rng(self.cfg.seed)
         self.store = store or open_task_store(run.task, run.dataset_path, progress=progress,
                                                make_missing=make_missing)
         self.policy = build_policy(run, self.store).to(self.device)
@@ -118,38 +118,46 @@ class Trainer:
         self.windows = Windows(self.store, WindowSpec(tuple(run.task.obs_keys), pc.n_obs_steps, pc.horizon,
                                                       pc.n_action_steps, run.task.action_key), cache=self.cfg.cache,
                                obs_sources=run.task.obs_sources)
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr,
-                                           weight_decay=self.cfg.weight_decay, betas=(0.95, 0.999))
-        self.ema = EMA(self.policy) if self.cfg.ema else None
-        self.step = 0
-        self.train_seconds = 0.0
-        self._writer = None
+        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay,
+                                      betas=(0.95, 0.999))
+        self.loop = TrainLoop(self.policy, optimizer, Schedule(self.cfg.lr, self.cfg.steps, self.cfg.warmup_steps),
+                              what="train", seed=self.cfg.seed, ema=self.cfg.ema, log_every=self.cfg.log_every,
+                              out_dir=self.out, progress=progress,
+                              time_budget_s=self.cfg.time_budget_min * 60 or math.inf,
+                              hint="lower the learning rate or check the data for outliers")
 
-    # ------------------------------------------------------------------ the loop
+    @property
+    def step(self) -> int:
+        return self.loop.step
+
+    @property
+    def train_seconds(self) -> float:
+        return self.loop.train_seconds
+
+    @property
+    def ema(self) -> EMA | None:
+        return self.loop.ema
+
+    def train_step(self, batch: dict) -> float:
+        """One gradient step on `batch`; its loss."""
+        return self.loop.train_step(batch, self.policy.loss)["loss"]
+
+    @property
+    def deployable(self) -> Policy:
+        return self.loop.deployable  # type: ignore[return-value]
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup then cosine decay to 0 at `steps`."""
+        return self.loop.schedule.at(step)
+
     def fit(self) -> EvalReport | None:
         """Train until `steps` (or the time budget), then evaluate the deployable (EMA) policy."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.run), indent=2))
-        budget_s = self.cfg.time_budget_min * 60 or math.inf
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
-        losses: list[float] = []
-        while self.step < self.cfg.steps and self.train_seconds < budget_s:
-            for batch in self.windows.batches(self.cfg.batch_size, self.rng, self.device):
-                t0 = time.perf_counter()
-                losses.append(self.train_step(batch))
-                self.train_seconds += time.perf_counter() - t0
-                bar.update(1)
-                if self.step % self.cfg.log_every == 0:
-                    self.log({"loss": float(np.mean(losses)), "lr": self.lr_at(self.step)})
-                    bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-                    losses.clear()
-                if self.step % self.cfg.checkpoint_every == 0:
-                    self.save()
-                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
-                    self.evaluate(self.cfg.eval_episodes, tag=f"step{self.step}")
-                if self.step >= self.cfg.steps or self.train_seconds >= budget_s:
-                    break
-        bar.close()
+        batches = _Epochs(self.windows, self.cfg.batch_size, self.loop.rng, self.device)
+        self.loop.run(batches, self.policy.loss, every=[
+            (self.cfg.checkpoint_every, self.save),
+            (self.cfg.eval_every, lambda: self.evaluate(self.cfg.eval_episodes, tag=f"step{self.step}"))])
         self.save()
         report = self.evaluate(self.cfg.final_eval_episodes, tag="final") if self.cfg.final_eval_episodes > 0 else None
         self.write_report(report)
@@ -162,34 +170,7 @@ class Trainer:
                  "training": f"{self.step} steps in {self.train_seconds / 60:.1f} min on {self.device}",
                  "data": f"`{self.store.path}`: {self.store.n_episodes} episodes, {len(self.windows)} windows",
                  "parameters": f"{n_params / 1e6:.2f} M", "config": "`config.json`"}
-        return write_run_report(self.out, f"{POLICIES.get(self.run.policy_class).__name__} on {self.run.task.name}", facts, report)
-
-    def lr_at(self, step: int) -> float:
-        """Linear warmup then cosine decay to 0 at `steps`."""
-        if step < self.cfg.warmup_steps:
-            return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
-        progress = (step - self.cfg.warmup_steps) / max(1, self.cfg.steps - self.cfg.warmup_steps)
-        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    def train_step(self, batch: dict) -> float:
-        self.policy.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
-        loss = self.policy.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the learning rate "
-                                     f"or check the data for outliers")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.policy)
-        self.step += 1
-        return float(loss.detach())
-
-    @property
-    def deployable(self) -> Policy:
-        return self.ema.model if self.ema is not None else self.policy
+        return write_run_report(self.out, f"{type(self.policy).__name__} on {self.run.task.name}", facts, report)
 
     def evaluate(self, n_episodes: int, tag: str) -> EvalReport:
         report = evaluate(self.deployable, self.run.task, n_episodes=n_episodes, n_envs=self.cfg.eval_envs,
@@ -198,21 +179,8 @@ class Trainer:
                           progress=self.progress)
         (self.out / "eval").mkdir(parents=True, exist_ok=True)
         (self.out / "eval" / f"{tag}.json").write_text(json.dumps(report.to_dict(with_episodes=True), indent=2))
-        self.log({f"eval/{k}": v for k, v in report.to_dict().items() if isinstance(v, (int, float))})
+        self.loop.log({f"eval/{k}": v for k, v in report.to_dict().items() if isinstance(v, (int, float))})
         return report
-
-    # ------------------------------------------------------------------ logging
-    def log(self, metrics: dict[str, float]) -> None:
-        record = {"step": self.step, "train_seconds": round(self.train_seconds, 3), **metrics}
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
-
-            self._writer = SummaryWriter(str(self.out / "tb"))
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, value, self.step)
-        self._writer.flush()
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -220,23 +188,11 @@ class Trainer:
         return self.out / "checkpoints" / "last"
 
     def save(self) -> Path:
+        """The deployable policy (what eval and deploy load) and the loop's state (what `resume` needs)."""
         directory = self.checkpoint_dir
         save_policy(self.deployable, directory, task=self.run.task,
-                    info={"step": self.step, "train_seconds": self.train_seconds, "ema": self.ema is not None})
-        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.policy.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for idx, slots in opt["state"].items():
-            for name, value in slots.items():
-                state[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        if self.ema is not None:
-            state.update({f"ema.{k}": v.cpu().contiguous() for k, v in self.ema.state_dict().items()})
-        state["torch_rng"] = torch.get_rng_state()
-        meta = {"step": str(self.step), "train_seconds": str(self.train_seconds),
-                "param_groups": json.dumps(opt["param_groups"]),
-                "numpy_rng": json.dumps(self.rng.bit_generator.state)}
-        tmp = directory / "train_state.safetensors.tmp"
-        save_file(state, str(tmp), metadata=meta)
-        tmp.replace(directory / "train_state.safetensors")
+                    info={"step": self.step, "train_seconds": self.train_seconds, "ema": self.loop.ema is not None})
+        self.loop.save_state(directory / "train_state.safetensors")
         return directory
 
     def resume(self) -> bool:
@@ -244,22 +200,15 @@ class Trainer:
         path = self.checkpoint_dir / "train_state.safetensors"
         if not path.exists():
             return False
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-        state = load_file(str(path))
-        self.policy.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        slots: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in state.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                slots.setdefault(int(idx), {})[name] = value
-        self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
-        if self.ema is not None:
-            self.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = json.loads(meta["numpy_rng"])
-        self.step = int(meta["step"])
-        self.train_seconds = float(meta["train_seconds"])
+        self.loop.load_state(path)
         return True
+
+
+class _Epochs:
+    """Shuffled epochs of the windows, forever: one pass per iteration, so the loop sees epoch boundaries."""
+
+    def __init__(self, windows: Windows, batch_size: int, rng: np.random.Generator, device: torch.device):
+        self.windows, self.batch_size, self.rng, self.device = windows, batch_size, rng, device
+
+    def __iter__(self):
+        return iter(self.windows.batches(self.batch_size, self.rng, self.device))
