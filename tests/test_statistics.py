@@ -1,6 +1,7 @@
 """Intervals checked against values computed by hand from the textbook formulas."""
 import math
 
+import numpy as np
 import pytest
 
 from robolearn.eval.statistics import mean_interval, wilson_interval
@@ -56,3 +57,21 @@ def test_t_interval_degenerate_inputs():
         mean_interval([])
     with pytest.raises(ValueError, match="non-finite"):
         mean_interval([0.1, float("nan")])
+
+
+def test_bounded_scores_get_an_interval_inside_their_bounds():
+    from robolearn.eval.statistics import bootstrap_mean_interval
+
+    lift = [1.0] * 49 + [0.0]  # the main job's max reward: a t interval said 0.980 [0.940, 1.020]
+    mean, low, high = bootstrap_mean_interval(lift)
+    assert mean == pytest.approx(0.98) and 0.93 <= low < mean and high == 1.0
+    coverage = np.clip(np.random.default_rng(0).normal(0.9, 0.2, 100), 0, 1)
+    mean, low, high = bootstrap_mean_interval(coverage)
+    assert 0.0 <= low < mean < high <= 1.0
+    t_mean, t_low, t_high = mean_interval(coverage)
+    assert abs((high - low) - (t_high - t_low)) < 0.25 * (t_high - t_low)  # as tight as t where t is valid
+    assert bootstrap_mean_interval(coverage) == (mean, low, high)  # seeded: the same report every time
+    assert bootstrap_mean_interval([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
+    assert np.isnan(bootstrap_mean_interval([0.4])[1])
+    with pytest.raises(ValueError, match="non-finite"):
+        bootstrap_mean_interval([0.1, float("inf")])

@@ -23,7 +23,7 @@ from robolearn.control.loop import ControlLoop, EpisodeResult
 from robolearn.control.recorder import EpisodeRecorder
 from robolearn.data.store import EpisodeStore
 from robolearn.env import SerialVectorEnv
-from robolearn.eval.statistics import mean_interval, wilson_interval
+from robolearn.eval.statistics import bootstrap_mean_interval, wilson_interval
 from robolearn.eval.video import tile_frames, write_video
 from robolearn.policies.base import Policy
 from robolearn.sim.vector_env import SubprocVectorEnv
@@ -154,8 +154,9 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     k = sum(successes)
     low, high = wilson_interval(k, len(results))
     scores = [score(r) for r in results] if task.score_key else []
-    s_mean, s_low, s_high = mean_interval(scores) if scores else (None, None, None)
-    r_mean, r_low, r_high = mean_interval([r.max_reward for r in results])
+    # bounded scores (coverage, max reward): an interval that cannot leave the values' range
+    s_mean, s_low, s_high = bootstrap_mean_interval(scores) if scores else (None, None, None)
+    r_mean, r_low, r_high = bootstrap_mean_interval([r.max_reward for r in results])
     video = None
     if video_path is not None and video_episodes > 0:
         frames = tile_frames([r.frames for r in results[:video_episodes]])
