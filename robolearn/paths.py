@@ -1,9 +1,10 @@
 """Where robolearn's folders are, decided here once so no module guesses from its own location.
 
 From a source checkout (the folder with pyproject.toml beside the package) the project root is that folder:
-`configs/`, `hardware/`, `datasets/`, `scripts/` and `runs/` are its sub-folders. From a wheel there is no
-checkout: `configs/` and `hardware/` are the copies shipped inside the package, and data goes under the current
-directory. `$ROBOLEARN_DATA` moves the datasets folder anywhere.
+`configs/`, `hardware/`, `datasets/`, `scripts/` and `runs/` are its sub-folders. `robolearn/configs` and
+`robolearn/hardware` are links to the top-level folders, so a wheel ships them inside the package and the same
+paths work installed. Without a checkout, data goes under the current directory. `$ROBOLEARN_DATA` moves the
+datasets folder anywhere.
 """
 from __future__ import annotations
 
@@ -26,18 +27,12 @@ def project_root() -> Path:
     return checkout_root() or Path.cwd()
 
 
-def _shipped(name: str) -> Path:
-    """A top-level folder of the checkout, or its copy inside the installed package."""
-    root = checkout_root()
-    return root / name if root is not None else PACKAGE_DIR / name
-
-
 def configs_dir() -> Path:
-    return _shipped("configs")
+    return PACKAGE_DIR / "configs"
 
 
 def hardware_dir() -> Path:
-    return _shipped("hardware")
+    return PACKAGE_DIR / "hardware"
 
 
 def scripts_dir() -> Path:
