@@ -148,8 +148,8 @@ def test_train_verbs_refuse_bad_configs_clearly(files, capsys):
     err = fails(capsys, ["critic", "train", "--dataset", store, "stepz=3"])
     assert "robolearn critic train: error: robolearn critic train expects FIELD=VALUE with a field of CriticConfig" in err
     assert "needs to know what is observed" in fails(capsys, ["critic", "train", "--dataset", store, "steps=1"])
-    assert "steps must be int, got 'abc'" in fails(capsys, ["critic", "train", "--task", "particle", "steps=abc"])
-    assert "lr must be float, got 'fast'" in fails(capsys, ["critic", "train", "--task", "particle", "lr=fast"])
+    assert "steps must be an integer, got 'abc'" in fails(capsys, ["critic", "train", "--task", "particle", "steps=abc"])
+    assert "lr must be a number, got 'fast'" in fails(capsys, ["critic", "train", "--task", "particle", "lr=fast"])
     assert "no critic config 'td'" in fails(capsys, ["critic", "train", "--task", "particle", "--config", "td"])
     assert "no task config 'nowhere'" in fails(capsys, ["worldmodel", "train", "--task", "nowhere"])
     err = fails(capsys, ["worldmodel", "train", "--task", "particle", "--dataset", store, "latent=3"])

@@ -13,7 +13,7 @@ import pytest
 from robolearn import paths
 from robolearn.data import sources
 from robolearn.data.store import EpisodeStore
-from robolearn.sim.collect import collect, collect_for_task, default_out, main
+from robolearn.sim.collect import collect, collect_for_task, default_out
 from robolearn.task import TaskConfig
 
 OBS_KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
@@ -144,13 +144,15 @@ def test_missing_dataset_is_collected_by_the_task(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
+    from robolearn.cli import main
+
     out = tmp_path / "cli.zarr"
-    assert main(["--task", "lift", "--episodes", "1", "--out", str(out), "--seed", "4", "--no-progress"]) == 0
+    assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(out), "--seed", "4", "--no-progress"]) == 0
     store = EpisodeStore.open(out)
     assert store.n_episodes == 1 and store.episode_meta(0)["seed"] == 4
-    assert main(["--task", "no_such_task", "--no-progress"]) == 2
+    assert main(["collect", "--task", "no_such_task", "--no-progress"]) == 2
     assert "cannot load task 'no_such_task'" in capsys.readouterr().err
-    assert main(["--task", "lift", "--episodes", "2", "--out", str(out), "--action-mode", "absolute", "--no-progress"]) == 2
+    assert main(["collect", "--task", "lift", "--episodes", "2", "--out", str(out), "--action-mode", "absolute", "--no-progress"]) == 2
     assert "action_mode is 'delta'" in capsys.readouterr().err
     monkeypatch.setenv(paths.DATA_ENV_VAR, str(tmp_path))
     assert default_out("lift", "delta", "delta") == tmp_path / "lift_scripted.episodes.zarr"

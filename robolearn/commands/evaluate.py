@@ -4,11 +4,72 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from robolearn.commands.arguments import EXECUTION_MODES, non_negative_int, positive_int
 from robolearn.config_files import with_overrides
 from robolearn.env import observation_mismatches
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint in its task's simulator (or steered, or imagined)",
+                       description="Evaluate a policy checkpoint: batched rollouts from fixed seeds, success rate with "
+                                   "a Wilson interval, score with a t interval.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder (with policy.json and model.safetensors)")
+    p.add_argument("--episodes", type=positive_int, default=50)
+    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (episode i: seed + i)")
+    p.add_argument("--n-envs", type=positive_int, default=50, help="envs stepped together, one batched policy call")
+    p.add_argument("--n-workers", type=non_negative_int, default=0,
+                   help="worker processes stepping the envs in parallel (0: in this process; worth it for robosuite)")
+    p.add_argument("--execution", default="receding", metavar="|".join(EXECUTION_MODES),
+                   help="chunk execution: receding horizon, temporal ensembling (every step), or real-time chunking")
+    p.add_argument("--delay-steps", type=non_negative_int, default=None,
+                   help="rtc only: inference latency to simulate, in control periods (default: the policy's chunk "
+                        "is ready at once)")
+    p.add_argument("--blend-steps", type=non_negative_int, default=None,
+                   help="rtc only: steps of a new chunk blended with the old one (default: the whole overlap; 0: switch "
+                        "at once, which with --delay-steps 0 reproduces receding horizon)")
+    p.add_argument("--device", default="auto", help="torch device for the policy (auto: cuda when present)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "
+                        "num_inference_steps=4, integrator=midpoint (repeatable)")
+    p.add_argument("--video", type=Path, help="write a video of the first episodes here (.mp4)")
+    p.add_argument("--video-episodes", type=non_negative_int, default=4)
+    p.add_argument("--record", type=Path, metavar="STORE",
+                   help="record every episode into this store (created, or added to): rollouts for world models and critics")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the metrics (strict JSON: no NaN)")
+    steering = p.add_argument_group("value-guided steering (robolearn.eval.steering)")
+    steering.add_argument("--steer", metavar="critic=PATH",
+                          help="choose among the policy's candidate chunks with this critic (robolearn critic train)")
+    steering.add_argument("--k", type=positive_int, help="candidate chunks per decision (default 16)")
+    steering.add_argument("--steer-mode", choices=("argmax", "softmax"), help="pick the best, or draw by softmax(Q/beta)")
+    steering.add_argument("--beta", type=float, help="softmax temperature (default 1)")
+    steering.add_argument("--guidance", type=float, metavar="SCALE",
+                          help="also push samples up the critic's gradient while sampling (diffusion and flow heads)")
+    imagination = p.add_argument_group("imagination (robolearn.eval.imagination)")
+    imagination.add_argument("--imagine", type=Path, metavar="WORLD_MODEL",
+                             help="evaluate inside this world model (robolearn worldmodel train) instead of the simulator")
+    imagination.add_argument("--initial-observations", type=Path, metavar="STORE",
+                             help="store whose episodes' first frames start imagined episodes (default: the world "
+                                  "model's training store, else the task's dataset)")
+    p.set_defaults(func=cmd_eval)
+
+
+def strict_json(value: Any) -> str:
+    """One line of JSON every parser reads: NaN and infinities (an empty interval, no score) become null."""
+    def finite(v: Any) -> Any:
+        if type(v).__module__ == "numpy" and hasattr(v, "item"):  # a numpy scalar
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value), allow_nan=False)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -41,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "steering" in extras:  # what steering costs: one batched decision of K candidates, scored
         extras["steering"]["latency_ms_per_decision"] = report.inference_ms_per_chunk
     if args.json:
-        print(json.dumps({**report.to_dict(), **extras}))
+        print(strict_json({**report.to_dict(), **extras}))
     else:
         print(format_report(report))
         for name, settings in extras.items():

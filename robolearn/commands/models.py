@@ -6,7 +6,47 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from robolearn.commands.arguments import check_counts
 from robolearn.config_files import model_config, task_by_name
+
+# the smallest value each count of CriticConfig / WorldModelConfig may take (0 steps: an untrained model)
+MODEL_COUNTS = {"steps": 0, "batch_size": 1, "log_every": 1}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for verb, group, default, train, what in (
+            ("critic", "critic", "iql", cmd_critic_train, "a critic of action chunks for steering"),
+            ("worldmodel", "world_model", "latent", cmd_worldmodel_train, "a latent world model for imagined evaluation")):
+        p = sub.add_parser(verb, help=f"train {what}", description=f"Train {what}.")
+        actions = p.add_subparsers(dest="action", required=True, metavar="train")
+        t = actions.add_parser("train", help=f"train {what} (config: configs/{group}/NAME.yaml)",
+                               description=f"Train {what} from configs/{group}/NAME.yaml with FIELD=VALUE overrides.")
+        t.add_argument("overrides", nargs="*", metavar="FIELD=VALUE",
+                       help="config overrides, e.g. steps=2000 batch_size=128 device=cpu")
+        t.add_argument("--task", help="task config name (configs/task/NAME.yaml): observed keys and its dataset")
+        t.add_argument("--config", default=default, help=f"configs/{group}/NAME.yaml (default {default})")
+        t.add_argument("--out", type=Path, help=f"output folder (default runs/{group}_<task>"
+                                                f"{'_<config>' if verb == 'critic' else ''})")
+        t.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if verb == "critic":
+            t.add_argument("--dataset", type=Path, help="EpisodeStore to learn from (default: the task's dataset)")
+            t.add_argument("--policy", type=Path, metavar="CKPT", help="policy checkpoint to match: its n_obs_steps "
+                           "and n_action_steps (and task, without --task)")
+        else:
+            t.add_argument("--dataset", type=Path, action="append", metavar="STORE",
+                           help="EpisodeStore to learn from, repeatable: demonstrations and recorded rollouts "
+                                "(default: the task's dataset)")
+        t.set_defaults(func=train)
+
+
+def build_config(config_class: type, values: dict[str, Any], group: str, args: argparse.Namespace) -> Any:
+    """The model's config, every field checked by name and type, its counts checked before any data is read."""
+    from robolearn.typed_config import dataclass_from_dict
+
+    config = dataclass_from_dict(config_class, values, f"configs/{group}/{args.config}.yaml with overrides")
+    check_counts(config, MODEL_COUNTS, f"{config_class.__name__}")
+    config.log_every = max(1, min(config.log_every, config.steps))  # so the last record is the final losses
+    return config
 
 
 def observed(values: dict[str, Any], task: Any, what: str) -> dict[str, Any]:
@@ -42,16 +82,15 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
         values.update({k: record["config"][src] for k, src in (("n_obs_steps", "n_obs_steps"),
                                                                ("action_steps", "n_action_steps")) if k not in given})
         if task is None and record.get("task"):
-            from robolearn.task import TaskConfig
+            from robolearn.policies.checkpoint import load_task
 
-            task = TaskConfig(**record["task"])
+            task = load_task(args.policy)
     values = observed(values, task, "robolearn critic train")
     store = EpisodeStore.open(args.dataset) if args.dataset else (
         open_task_store(task, progress=True) if task is not None else None)
     if store is None:
         raise ValueError("robolearn critic train needs data: pass --dataset STORE or --task NAME")
-    config = CriticConfig(**values)
-    config.log_every = max(1, min(config.log_every, config.steps))  # so the last record is the final losses
+    config = build_config(CriticConfig, values, "critic", args)
     task_name = task.name if task is not None else (store.task or Path(store.path).stem)
     out = args.out or Path("runs") / f"critic_{task_name}_{args.config}"
     print(f"training the {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
@@ -79,8 +118,7 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
         stores = [open_task_store(task, progress=True)]
     else:
         raise ValueError("robolearn worldmodel train needs data: pass --dataset STORE (repeatable) or --task NAME")
-    config = WorldModelConfig(**values)
-    config.log_every = max(1, min(config.log_every, config.steps))
+    config = build_config(WorldModelConfig, values, "world_model", args)
     task_name = task.name if task is not None else (stores[0].task or Path(stores[0].path).stem)
     out = args.out or Path("runs") / f"world_model_{task_name}"
     print(f"training a world model on {', '.join(str(s.path) for s in stores)}: "

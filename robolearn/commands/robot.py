@@ -1,9 +1,5 @@
-"""The robot verbs: a rig file, its RobotEnv, and the one ControlLoop on a real-time clock.
-
-    robolearn teleop  --rig sim_arm [--teleop keyboard|spacemouse] [--seconds 60]
-    robolearn collect --rig sim_arm --out datasets/sim_arm_teleop.episodes.zarr [--episodes 20]
-    robolearn deploy  --rig sim_arm CHECKPOINT [--episodes 5] [--execution rtc] [--record STORE]
-    robolearn replay  --rig sim_arm STORE [--episode 0]
+"""The jobs of the robot verbs (commands/teleop.py, collect.py --rig, deploy.py, replay.py): a rig file, its
+RobotEnv, and the one ControlLoop on a real-time clock.
 
 Every command reaches the robot through the rig's safety layer (joint, velocity and workspace limits, the largest
 step per command, a watchdog on stale observations and overrunning inference). The loop runs at the rig's control
@@ -14,7 +10,6 @@ once.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import sys
@@ -23,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from robolearn.control.chunking import MODES as EXECUTION_MODES
 from robolearn.control.chunking import ChunkExecution
 from robolearn.control.clock import Clock, RealTimeClock
 from robolearn.control.executor import ChunkRunner
@@ -31,11 +25,11 @@ from robolearn.control.loop import ControlLoop, EndEpisode, EpisodeResult, StepE
 from robolearn.control.recorder import EpisodeRecorder
 from robolearn.control.replay_runner import ReplayRunner, recorded_actions
 from robolearn.control.session import SessionSummary, record_session
-from robolearn.control.session_keys import EventQueue, EventSource, KeyboardEvents, SessionEvent, describe_keys
+from robolearn.control.session_keys import EventQueue, EventSource, KeyboardEvents, SessionEvent
 from robolearn.control.teleop_runner import TeleopRunner
 from robolearn.data.store import EpisodeStore
 from robolearn.env import EnvSpec, observation_mismatches
-from robolearn.hal.rig import Rig, load_rig
+from robolearn.hal.rig import Rig
 from robolearn.hal.robot_env import RobotEnv
 from robolearn.hal.teleop import Teleop
 from robolearn.policies.base import Policy, PolicyConfig
@@ -190,97 +184,17 @@ def replay(rig: Rig, store_path: Path, episode: int, clock: Clock | None = None)
         env.close()
 
 
-# ------------------------------------------------------------------------------------------------ command lines
-def _rig_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rig", required=True, help="rig name in hardware/ (e.g. sim_arm, ur5e) or a rig YAML file")
-
-
-def teleop_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="robolearn teleop", description="Drive a robot from a teleop device (nothing is recorded).")
-    _rig_argument(p)
-    p.add_argument("--teleop", default="keyboard", choices=TELEOPS.names())
-    p.add_argument("--seconds", type=float, default=60.0)
-    args = p.parse_args(argv)
-    rig = load_rig(args.rig)
-    with terminal_events() as (events, interactive):
-        if interactive:
-            print(f"teleoperating {rig.name} for {args.seconds:g} s; e or q stops")
-        result = teleoperate(rig, make_teleop(args.teleop), args.seconds, events)
-    print(timing_line(result))
-    return 0
-
-
-def collect_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="robolearn collect",
-                                description="Record teleoperated demonstrations on a robot into an EpisodeStore.")
-    _rig_argument(p)
-    p.add_argument("--out", type=Path, required=True, help="store to record into (created, or continued if it exists)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes to save (default: until q)")
-    p.add_argument("--teleop", default="keyboard", choices=TELEOPS.names())
-    args = p.parse_args(argv)
-    if args.episodes is not None and args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    rig = load_rig(args.rig)
-    with terminal_events() as (events, interactive):
-        if interactive:
-            print(f"recording on {rig.name} into {args.out}; keys: {describe_keys()}")
-        elif args.episodes is None:
-            raise ValueError("without a terminal for the session keys, give --episodes")
-        summary = collect_teleop(rig, args.out, make_teleop(args.teleop), events, args.episodes, wait_for_start=interactive)
-    print(f"saved {len(summary.saved)} episodes into {args.out} ({summary.rerecorded} re-recorded)")
-    return 0
-
-
-def deploy_main(argv: Sequence[str]) -> int:
-    from robolearn.policies.checkpoint import load_policy
-
-    p = argparse.ArgumentParser(prog="robolearn deploy", description="Run a trained policy on a robot.")
-    _rig_argument(p)
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--episodes", type=int, default=1)
-    p.add_argument("--execution", default="receding", choices=EXECUTION_MODES,
-                   help="chunk execution: receding horizon, temporal ensembling, or asynchronous real-time chunking")
-    p.add_argument("--record", type=Path, help="also record the episodes into this store")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (the sim arm places its cube from it)")
-    p.add_argument("--device", default=None, help="torch device for the policy (default: cuda if present)")
-    args = p.parse_args(argv)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    rig = load_rig(args.rig)
-    policy = load_policy(args.checkpoint, device=args.device)
-    with terminal_events() as (events, interactive):
-        if interactive:
-            print(f"deploying {args.checkpoint} on {rig.name}; keys: {describe_keys()}")
-        summary = deploy(rig, policy, args.episodes, events, wait_for_start=interactive,
-                         execution=ChunkExecution(mode=args.execution), record=args.record, seed_start=args.seed)
-    if args.record is not None:
-        print(f"recorded {len(summary.saved)} episodes into {args.record}")
-    return 0
-
-
-def replay_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="robolearn replay", description="Send a recorded episode's actions to a robot again.")
-    _rig_argument(p)
-    p.add_argument("store", type=Path)
-    p.add_argument("--episode", type=int, default=0)
-    args = p.parse_args(argv)
-    result = replay(load_rig(args.rig), args.store, args.episode)
-    print(f"replayed episode {args.episode} of {args.store}: {timing_line(result)}")
-    return 0
-
-
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"teleop": teleop_main, "collect": collect_main, "deploy": deploy_main,
-                                                         "replay": replay_main}
-
-def run_command(verb: str, argv: Sequence[str]) -> int:
+# ------------------------------------------------------------------------------------------------ a verb's run
+def on_robot(verb: str, job: Callable[[], int]) -> int:
+    """Run a robot verb's job: a halt of the robot (e-stop, watchdog, safety limit) is exit code 3 and Ctrl-C 130,
+    each one line, after the env has stopped the robot and saved any recording."""
     from robolearn.hal.safety import RobotHalted
 
     try:
-        return COMMANDS[verb](argv)
+        return job()
     except RobotHalted as err:
         print(f"robolearn {verb}: the robot was stopped: {err}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:  # the env was closed (robot stopped) and a recording saved on the way out
+    except KeyboardInterrupt:
         print(f"robolearn {verb}: interrupted; the robot was stopped", file=sys.stderr)
         return 130
-

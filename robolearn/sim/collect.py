@@ -5,17 +5,12 @@ a run killed at any point (even SIGKILL) leaves a readable store of the episodes
 same command again continues at the next episode. Failed expert episodes are kept (success=False in their
 metadata) rather than dropped, so the store says exactly how good its demonstrations are.
 
-    robolearn collect --task lift --episodes 200          # -> datasets/lift_scripted.episodes.zarr
-    robolearn collect --task lift --expert degraded --failure early_close --failure-prob 1.0 --seed 1000
-                                                          # -> datasets/lift_degraded.episodes.zarr (all fail)
+The command line is robolearn.commands.collect (`robolearn collect --task lift --episodes 200`).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,52 +146,3 @@ def default_out(task_name: str, action_mode: str | None, config_mode: str | None
     than the config's gets its own name, so a delta-action task never trains on absolute actions by accident."""
     suffix = "" if action_mode == config_mode else f"_{action_mode}"
     return datasets_dir() / f"{task_name}_{expert}{suffix}.episodes.zarr"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robolearn collect", description="Collect demonstrations with a scripted expert.")
-    parser.add_argument("--task", required=True, help="task config name (configs/task/NAME.yaml), e.g. lift, can, stack")
-    parser.add_argument("--expert", default="scripted", choices=EXPERT_KINDS)
-    parser.add_argument("--episodes", type=int, default=100, help="episodes the store should hold when done")
-    parser.add_argument("--out", type=Path, help="store path (default: datasets/<task>_scripted.episodes.zarr)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 (episode i: seed + i)")
-    parser.add_argument("--action-mode", choices=("delta", "absolute"), help="default: the task config's")
-    parser.add_argument("--failure", choices=("early_close", "release"),
-                        help="degraded expert only: its mistake (default early_close)")
-    parser.add_argument("--failure-prob", type=float,
-                        help="degraded expert only: probability that an episode has the mistake (default 1.0)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from robolearn.cli import compose
-
-    try:
-        task = TaskConfig(**compose("train", [f"task={args.task}"])["task"])
-    except Exception as err:  # hydra reports a missing config with its own exception types
-        print(f"robolearn collect: error: cannot load task {args.task!r}: {err}", file=sys.stderr)
-        return 2
-    config_mode = task.env_kwargs.get("action_mode")
-    if args.action_mode:
-        task.env_kwargs = {**task.env_kwargs, "action_mode": args.action_mode}
-    options = {name: value for name, value in (("failure", args.failure), ("p", args.failure_prob)) if value is not None}
-    if options and args.expert != "degraded":
-        print("robolearn collect: error: --failure and --failure-prob apply to --expert degraded only", file=sys.stderr)
-        return 2
-    out = args.out or default_out(args.task, task.env_kwargs.get("action_mode"), config_mode, args.expert)
-    try:
-        store = collect(task, args.episodes, out, expert=args.expert, seed_start=args.seed,
-                        progress=not args.no_progress, expert_options=options)
-    except (FileNotFoundError, ValueError, PermissionError) as err:
-        print(f"robolearn collect: error: {err}", file=sys.stderr)
-        return 2
-    if args.action_mode and args.action_mode != config_mode:
-        print(f"note: task {args.task!r} runs {config_mode!r} actions; train on this store with "
-              f"task.env_kwargs.action_mode={args.action_mode} dataset_path={store.path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

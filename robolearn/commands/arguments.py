@@ -1,0 +1,57 @@
+"""Argument types and checks shared by the verbs: counts are refused before any work starts, with the option named."""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from typing import Any
+
+# kept in step with robolearn.control.chunking.MODES (importing that module loads torch; tests compare the two)
+EXECUTION_MODES = ("receding", "ensemble", "rtc")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: 1, 2, ... (episodes, envs, candidates)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: 0, 1, ... (worker processes, an episode index, video episodes)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (seconds, rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_rig_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--rig", required=required,
+                        help="rig name in hardware/ (e.g. sim_arm, ur5e) or a rig YAML file")
+
+
+def check_counts(config: Any, minimums: Mapping[str, int | float], where: str) -> None:
+    """Refuse a config whose counts are below their minimum (e.g. train.steps=-1) before a model is built."""
+    problems = [f"{name} must be >= {low}, got {getattr(config, name)!r}"
+                for name, low in minimums.items() if not getattr(config, name) >= low]
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}")

@@ -1,0 +1,54 @@
+"""`robolearn train` and `robolearn demo`: a policy from configs/train.yaml (or demo.yaml) with hydra overrides,
+trained by robolearn.train.Trainer; a task's missing demonstrations are collected by its scripted expert."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from robolearn.commands.arguments import check_counts
+from robolearn.config_files import compose
+
+# the smallest value each count of TrainConfig may take (0 steps: a checkpoint of the untrained policy)
+TRAIN_COUNTS = {"steps": 0, "time_budget_min": 0, "batch_size": 1, "warmup_steps": 0, "num_threads": 0,
+                "log_every": 1, "checkpoint_every": 1, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 0,
+                "eval_envs": 1, "eval_workers": 0, "video_episodes": 0}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, config, help_ in (("demo", "demo", "main job: Lift demos, a few minutes of training, evaluation"),
+                                ("train", "train", "train a policy (hydra overrides: task=... policy=... train.steps=...)")):
+        p = sub.add_parser(name, help=help_, description=f"{help_}. Config: configs/{config}.yaml.")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="hydra overrides, e.g. train.steps=1000 out_dir=runs/x")
+        p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+        p.set_defaults(func=lambda a, c=config: run_training(c, a.overrides, a.resume))
+
+
+def load_run(config_name: str, overrides: Sequence[str]):
+    """The composed run config, its counts checked before anything is built or collected."""
+    from robolearn.train import RunConfig
+
+    run = RunConfig.from_dict(compose(config_name, overrides))
+    check_counts(run.train, TRAIN_COUNTS, "train")
+    return run
+
+
+def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> int:
+    from robolearn.eval.rollout import format_report
+    from robolearn.sim.collect import collect_for_task
+    from robolearn.train import Trainer
+
+    run = load_run(config_name, overrides)
+    trainer = Trainer(run, make_missing=collect_for_task)
+    if resume and trainer.resume():
+        print(f"resumed {run.out_dir} at step {trainer.step}")
+    n_params = sum(p.numel() for p in trainer.policy.parameters())
+    print(f"training {type(trainer.policy).__name__} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
+          f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}")
+    report = trainer.fit()
+    print(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"
+          f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min\n"
+          f"  report              {trainer.out / 'report.md'}")
+    if report is not None:
+        print(format_report(report))
+    return 0
