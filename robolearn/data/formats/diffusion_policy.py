@@ -2,12 +2,12 @@
 
 Import keeps every array and episode boundary exactly. Image arrays (N, H, W, C) stored as float 0..255 (as in
 the Push-T release) become uint8, but only after checking every value is an integer in range, so nothing is
-rounded; other dtypes are kept as they are.
+rounded; other dtypes are kept as they are. The source is never written to, and `dest` is either the complete
+result or what it was before (output.py).
 """
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,9 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from robolearn.data.store import EpisodeStore, StoreFormatError
+from robolearn.data.formats.output import building, check_separate, new_store
+from robolearn.data.formats.replay_buffer import check_arrays, check_chunks, is_replay_buffer, open_replay_buffer, read_episode_ends
+from robolearn.data.store import EpisodeStore
 
 
 def _looks_like_image(arr: zarr.Array) -> bool:
@@ -32,33 +34,20 @@ def _as_uint8_image(key: str, block: np.ndarray) -> np.ndarray:
     return block.astype(np.uint8)
 
 
-def read_episode_ends(group: zarr.Group, source: Path, lengths: dict[str, int]) -> np.ndarray:
-    ends = np.asarray(group["meta/episode_ends"][:], dtype=np.int64)
-    if ends.ndim != 1 or len(ends) == 0:
-        raise StoreFormatError(f"{source}: meta/episode_ends must be a non-empty 1-D array, got shape {ends.shape}")
-    if ends[0] <= 0 or np.any(np.diff(ends) <= 0):
-        bad = int(np.argmax(np.diff(ends, prepend=0) <= 0))
-        raise StoreFormatError(f"{source}: episode {bad} is empty or episode_ends is not increasing "
-                               f"(ends[{bad}] = {ends[bad]})")
-    for key, n in lengths.items():
-        if n != ends[-1]:
-            raise StoreFormatError(f"{source}: data/{key} has {n} steps but episode_ends ends at {ends[-1]}")
-    return ends
-
-
 def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, *, task: str | None = None,
                             fps: float | None = None, keys: list[str] | None = None,
                             rename: dict[str, str] | None = None, keep_dtypes: bool = False,
-                            overwrite: bool = False, progress: bool = True) -> EpisodeStore:
-    """Copy a diffusion_policy zarr (zarr v2 or v3, directory or .zip) into a new EpisodeStore at `dest`."""
+                            overwrite: bool = False, progress: bool = True,
+                            allow_missing_chunks: bool = False) -> EpisodeStore:
+    """Copy a diffusion_policy zarr (zarr v2 or v3, directory or .zip) into a new EpisodeStore at `dest`.
+
+    The source is checked whole before anything is written (replay_buffer.py); the store is built at a temporary
+    sibling and renamed into place when complete, and `overwrite` replaces only an existing EpisodeStore."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"no diffusion_policy dataset at {source}")
-    store = zarr.storage.ZipStore(source, mode="r") if source.suffix == ".zip" else zarr.storage.LocalStore(source, read_only=True)
-    group = zarr.open_group(store=store, mode="r")
-    if "data" not in group or "meta" not in group or "episode_ends" not in group["meta"]:
-        raise StoreFormatError(f"{source} is not a diffusion_policy replay buffer: expected groups data/ and "
-                               f"meta/ with meta/episode_ends")
+    check_separate(source, dest)
+    group = open_replay_buffer(source)
     data = group["data"]
     available = sorted(name for name, _ in data.arrays())
     keys = keys or available
@@ -66,7 +55,12 @@ def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, 
     if missing:
         raise KeyError(f"{source}: data/ has no arrays {missing}; it has {available}")
     rename = rename or {}
-    ends = read_episode_ends(group, source, {k: data[k].shape[0] for k in keys})
+    n_steps = check_arrays(source, {k: data[k] for k in keys})
+    ends = read_episode_ends(group, source, {k: n_steps for k in keys[:1]})
+    if not allow_missing_chunks:
+        for key in keys:
+            check_chunks(source, f"data/{key}", data[key])
+        check_chunks(source, "meta/episode_ends", group["meta/episode_ends"])
     images = {k for k in keys if _looks_like_image(data[k]) and not keep_dtypes}
 
     def episodes() -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
@@ -79,31 +73,33 @@ def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, 
             yield arrays, {"source": f"diffusion_policy:{source.name}", "source_episode": i}
             begin = int(end)
 
-    out = EpisodeStore.create(dest, fps=fps, task=task, overwrite=overwrite,
-                              attrs={"imported_from": str(source.resolve()), "format": "diffusion_policy"})
-    try:
+    with new_store(dest, overwrite=overwrite, fps=fps, task=task,
+                   attrs={"imported_from": str(source.resolve()), "format": "diffusion_policy"}) as out:
         out.append_episodes(episodes(), commit_every=32)
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)  # a half-imported copy is worse than none: the source is intact
-        raise
-    return out
+    return EpisodeStore.open(dest)
 
 
-def export_diffusion_policy(store: EpisodeStore, dest: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a store as a diffusion_policy replay buffer (zarr v2, so diffusion_policy's zarr-2 reader opens it)."""
+def export_diffusion_policy(store: EpisodeStore | str | os.PathLike, dest: str | os.PathLike,
+                            overwrite: bool = False) -> Path:
+    """Write a store as a diffusion_policy replay buffer (zarr v2, so diffusion_policy's zarr-2 reader opens it).
+
+    Built at a temporary sibling and renamed into place; `overwrite` replaces only another replay buffer. Every
+    chunk is written, even one equal to the fill value, so the import's missing-chunk check accepts the export."""
+    store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
-    group = zarr.open_group(dest, mode="w", zarr_format=2)
-    data = group.require_group("data")
-    for key in store.keys:
-        src = store.array(key)
-        arr = data.create_array(key, shape=(store.n_steps, *src.shape[1:]), dtype=src.dtype,
-                                chunks=src.chunks, overwrite=True)
-        block = src.chunks[0] * 16
-        for start in range(0, store.n_steps, block):
-            arr[start:start + block] = store.read(key, start, start + block)
-    ends = group.require_group("meta").create_array("episode_ends", shape=(store.n_episodes,), dtype=np.int64,
-                                                     overwrite=True)
-    ends[:] = store.episode_ends
+    check_separate(store.path, dest)
+    with building(dest, overwrite=overwrite, owned=is_replay_buffer,
+                  kind="diffusion_policy replay buffer (a zarr with data/ and meta/episode_ends)") as tmp:
+        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+        data = group.require_group("data")
+        for key in store.keys:
+            src = store.array(key)
+            arr = data.create_array(key, shape=(store.n_steps, *src.shape[1:]), dtype=src.dtype,
+                                    chunks=src.chunks, config={"write_empty_chunks": True})
+            block = src.chunks[0] * 16
+            for start in range(0, store.n_steps, block):
+                arr[start:start + block] = store.read(key, start, start + block)
+        ends = group.require_group("meta").create_array("episode_ends", shape=(store.n_episodes,), dtype=np.int64,
+                                                         config={"write_empty_chunks": True})
+        ends[:] = store.episode_ends
     return dest

@@ -34,12 +34,9 @@ Import mapping and decisions:
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,6 +48,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from robolearn.data.formats.output import building, check_separate, new_store
 from robolearn.data.store import EpisodeStore, StoreFormatError
 
 _DEMO = re.compile(r"demo_(\d+)")
@@ -211,6 +209,26 @@ def _obs_group(group: h5py.Group, name: str, which: str, source: Path) -> dict[s
     return entries
 
 
+def _stored_dtype(path: str, dtype: np.dtype, keep_dtypes: bool) -> np.dtype:
+    """The dtype a dataset gets in the store (mirrors _read_demo's conversions)."""
+    if keep_dtypes or dtype.kind != "f" or path.split("/")[0] == "states":
+        return np.dtype(np.uint8) if path == "dones" and not keep_dtypes else dtype
+    return dtype if dtype.itemsize <= 4 else np.dtype(np.float32)
+
+
+def _check_signature(signatures: dict[str, tuple[str, tuple[int, ...], np.dtype]], name: str, path: str,
+                     dataset: h5py.Dataset, keep_dtypes: bool, source: Path) -> None:
+    """A numeric dtype, and the per-step shape and stored dtype of the first demo that has `path`."""
+    if dataset.dtype.kind not in "biuf":
+        raise StoreFormatError(f"{source}: {name}/{path} has dtype {dataset.dtype}; only numeric datasets (bool, int, "
+                               f"float) can be imported")
+    shape, dtype = dataset.shape[1:], _stored_dtype(path, dataset.dtype, keep_dtypes)
+    first = signatures.setdefault(path, (name, shape, dtype))
+    if (first[1], first[2]) != (shape, dtype):
+        raise StoreFormatError(f"{source}: {name}/{path} has per-step shape {shape} dtype {dtype} but {first[0]}/{path} "
+                               f"has {first[1]} {first[2]}; every demo must store a dataset the same way")
+
+
 @dataclass
 class _Layout:
     """What the file holds, checked for every demo before anything is written."""
@@ -223,8 +241,9 @@ class _Layout:
 
 
 def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, next_obs: str,
-          source: Path) -> _Layout:
+          source: Path, keep_dtypes: bool = False) -> _Layout:
     first_docs: list[str] | None = None
+    signatures: dict[str, tuple[str, tuple[int, ...], np.dtype]] = {}  # path -> (first demo, per-step shape, dtype)
     first_obs: list[str] = []
     has_next = False
     candidates: dict[str, int] = {}  # undocumented path -> demos where it has one row per step
@@ -268,6 +287,7 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
                 got = _rows(dataset) if dataset.ndim else "no time axis"
                 raise StoreFormatError(f"{source}: {name}/{path} has {got} steps but {name}/actions has {steps}; "
                                        f"every dataset of a demo has one row per step")
+            _check_signature(signatures, name, path, dataset, keep_dtypes, source)
         for key in first_obs if nxt is not None else []:
             if key not in nxt:
                 raise StoreFormatError(f"{source}: {name}/next_obs has no {key!r}, but {name}/obs has; "
@@ -277,8 +297,11 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
                                        f"{nxt[key].dtype}, {name}/obs/{key} has {obs[key].shape} {obs[key].dtype}")
         for path, dataset in paths.items():
             if path.split("/")[0] not in _DOCUMENTED:
-                seen.add(path)
-                candidates[path] = candidates.get(path, 0) + (_rows(dataset) == steps)
+                seen.add(path)  # imported only when numeric with one row per step in every demo
+                fits = _rows(dataset) == steps and dataset.dtype.kind in "biuf"
+                candidates[path] = candidates.get(path, 0) + fits
+                if fits:
+                    _check_signature(signatures, name, path, dataset, keep_dtypes, source)
     extras = sorted(p for p, n in candidates.items() if n == len(demos))
     arrays = {p: store_key(p) for p in [*(first_docs or []), *extras]}
     if next_obs == "keep" and has_next:
@@ -343,13 +366,16 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
     """Copy a robomimic HDF5 file into a new EpisodeStore at `dest` (see the module docstring for the mapping).
 
     `task` defaults to env_args' env_name and `fps` to its env_kwargs.control_freq; `obs_keys` picks observations
-    (e.g. only the low-dim ones of an image file). A failed import leaves no store behind.
+    (e.g. only the low-dim ones of an image file). The store is built at a temporary sibling and renamed into
+    place when complete, so a failed or killed import leaves `dest` as it was; `overwrite` replaces only an
+    existing EpisodeStore, and a `dest` overlapping `source` is refused.
     """
     source = Path(source)
     if next_obs not in ("verify", "keep"):
         raise ValueError(f"next_obs must be 'verify' or 'keep', got {next_obs!r}")
     if not source.exists():
         raise FileNotFoundError(f"no robomimic dataset at {source}")
+    check_separate(source, dest)
     if source.is_dir() or not h5py.is_hdf5(source):
         raise StoreFormatError(f"{source} is not an HDF5 file; robomimic datasets are .hdf5 files")
     with h5py.File(source, "r") as file:
@@ -360,7 +386,7 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
         demos = _sorted_demos(data, source)
         env_args = _parse_env_args(data, source)
         masks = _read_masks(file, demos, source)
-        layout = _scan(data, demos, obs_keys, next_obs, source)
+        layout = _scan(data, demos, obs_keys, next_obs, source, keep_dtypes)
         _check_total(data, demos, source)
         if layout.ignored:
             warnings.warn(f"{source}: {layout.ignored} do not have one row per step in every demo; not imported",
@@ -384,13 +410,9 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
                 meta["masks"] = sorted(m for m, members in masks.items() if name in members)
                 yield arrays, meta
 
-        out = EpisodeStore.create(dest, fps=fps, task=task, overwrite=overwrite, attrs=attrs)
-        try:
+        with new_store(dest, overwrite=overwrite, fps=fps, task=task, attrs=attrs) as out:
             out.append_episodes(episodes(), commit_every=32)
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)  # a half-imported copy is worse than none: the source is intact
-            raise
-    return out
+    return EpisodeStore.open(dest)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -428,6 +450,10 @@ def _check_env_args(env_args: Any) -> str:
         raise TypeError(f"env_args must be JSON-serializable: {err}") from err
 
 
+def _is_hdf5_file(path: Path) -> bool:
+    return path.is_file() and h5py.is_hdf5(path)
+
+
 def _h5_attr(value: Any) -> Any:
     return np.asarray(value) if isinstance(value, list) else value
 
@@ -447,12 +473,14 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
     is valid and the rest train. env_args: the argument, else the one recorded at import, else
     {"env_name": task, "type": null, "env_kwargs": {}} (enough for SequenceDataset; robomimic's rollout tools need
     a real one). Demo names recorded at import are kept when they are in numeric order.
-    The file is written under a temporary name and renamed, so `dest` is never half-written.
+    The file is written under a temporary name and renamed, so `dest` is never half-written; `overwrite` replaces
+    only an HDF5 file, and a `dest` overlapping the store is refused.
     """
     store = store if isinstance(store, EpisodeStore) else EpisodeStore.open(store)
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+    check_separate(store.path, dest)
+    if dest.exists() and not overwrite:  # before the checks below, which read the whole store
+        raise FileExistsError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it")
     if store.n_episodes == 0:
         raise ValueError(f"store {store.path} has no episodes; there is nothing to export")
     if not isinstance(valid_every, int) or valid_every < 2:
@@ -478,45 +506,37 @@ def export_robomimic(store: EpisodeStore | str | os.PathLike, dest: str | os.Pat
     read = [action_key, *obs_keys, *(k for k in ("reward", "done", "sim_state") if k in keys), *extra,
             *(NEXT_OBS_PREFIX + k for k in obs_keys if NEXT_OBS_PREFIX + k in keys)]
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as file:
-            data = file.create_group("data")
-            for key, value in (store.attrs.get("data_attrs") or {}).items():
-                data.attrs[key] = _h5_attr(value)
-            for i, (name, meta) in enumerate(zip(names, metas)):
-                ep = store.episode(i, read)
-                steps = len(ep[action_key])
-                group = data.create_group(name)
-                group.create_dataset("actions", data=ep[action_key])
-                group.create_dataset("rewards", data=ep["reward"] if "reward" in ep else np.zeros(steps, np.float32))
-                group.create_dataset("dones", data=_export_dones(ep.get("done"), steps, name))
-                if "sim_state" in ep:
-                    group.create_dataset("states", data=ep["sim_state"])
-                for key, path in extra.items():
-                    group.create_dataset(path, data=ep[key])
-                obs, nxt = group.create_group("obs"), group.create_group("next_obs")
-                final = meta.get("final_next_obs") or {}
-                for key in obs_keys:
-                    obs.create_dataset(key, data=ep[key])
-                    nxt.create_dataset(key, data=_next_obs(ep, key, final.get(key), specs[key].shape, name))
-                group.attrs["num_samples"] = steps
-                if "model_file" in meta:
-                    group.attrs["model_file"] = meta["model_file"]
-                for key, value in (meta.get("attrs") or {}).items():
-                    group.attrs[key] = _h5_attr(value)
-            data.attrs["total"] = store.n_steps
-            data.attrs["env_args"] = env_json
-            mask = file.create_group("mask")
-            for key, members in masks.items():
-                mask.create_dataset(key, data=np.array(members, dtype="S"))
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with building(dest, overwrite=overwrite, owned=_is_hdf5_file, kind="HDF5 file") as tmp, \
+            h5py.File(tmp, "w") as file:
+        data = file.create_group("data")
+        for key, value in (store.attrs.get("data_attrs") or {}).items():
+            data.attrs[key] = _h5_attr(value)
+        for i, (name, meta) in enumerate(zip(names, metas)):
+            ep = store.episode(i, read)
+            steps = len(ep[action_key])
+            group = data.create_group(name)
+            group.create_dataset("actions", data=ep[action_key])
+            group.create_dataset("rewards", data=ep["reward"] if "reward" in ep else np.zeros(steps, np.float32))
+            group.create_dataset("dones", data=_export_dones(ep.get("done"), steps, name))
+            if "sim_state" in ep:
+                group.create_dataset("states", data=ep["sim_state"])
+            for key, path in extra.items():
+                group.create_dataset(path, data=ep[key])
+            obs, nxt = group.create_group("obs"), group.create_group("next_obs")
+            final = meta.get("final_next_obs") or {}
+            for key in obs_keys:
+                obs.create_dataset(key, data=ep[key])
+                nxt.create_dataset(key, data=_next_obs(ep, key, final.get(key), specs[key].shape, name))
+            group.attrs["num_samples"] = steps
+            if "model_file" in meta:
+                group.attrs["model_file"] = meta["model_file"]
+            for key, value in (meta.get("attrs") or {}).items():
+                group.attrs[key] = _h5_attr(value)
+        data.attrs["total"] = store.n_steps
+        data.attrs["env_args"] = env_json
+        mask = file.create_group("mask")
+        for key, members in masks.items():
+            mask.create_dataset(key, data=np.array(members, dtype="S"))
     return dest
 
 
