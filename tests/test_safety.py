@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from scipy.spatial.transform import Rotation
 
 from robolearn.hal.robot import Robot, RobotLimits, RobotState
+from robolearn.hal.robot_env import SafetyConfig
 from robolearn.hal.safety import BLOCKED, CLIPPED, REJECTED, SENT, SafeRobot, Watchdog
 
 LIMITS = RobotLimits(joint_lower=(-2.0, -1.5, -3.0, -3.0, -0.5, -3.0), joint_upper=(2.0, 1.5, 0.5, 3.0, 3.5, 3.0),
@@ -25,7 +26,7 @@ BOX_LOW, BOX_HIGH = np.array(LIMITS.workspace_low), np.array(LIMITS.workspace_hi
 class RecordingRobot:
     """A fake arm that records every call; its measured state follows the commands it receives."""
 
-    def __init__(self, q=None, pose=None, age_s: float = 0.0):
+    def __init__(self, q=None, pose=None, age_s: float = 0.0, stamp=None):
         self.name = "recording"
         self.limits = LIMITS
         self.command_hz = HZ
@@ -33,6 +34,8 @@ class RecordingRobot:
         self.pose = np.array([0.5, 0.0, 0.3, np.pi, 0.0, 0.0]) if pose is None else np.asarray(pose, float)
         self.gripper = 0.0
         self.age_s = age_s
+        self.stamp = stamp  # a fixed timestamp (any value, broken ones included) instead of now - age_s
+        self.qd = np.zeros(6)
         self.calls: list[tuple[str, np.ndarray | float]] = []
         self.stops = 0
 
@@ -43,7 +46,8 @@ class RecordingRobot:
         pass
 
     def read_state(self) -> RobotState:
-        return RobotState(self.q.copy(), np.zeros(6), self.pose.copy(), self.gripper, time.monotonic() - self.age_s)
+        stamp = time.monotonic() - self.age_s if self.stamp is None else self.stamp
+        return RobotState(self.q.copy(), self.qd.copy(), self.pose.copy(), self.gripper, stamp)
 
     def command_joint_positions(self, q):
         self.calls.append(("joint", np.array(q, dtype=float)))
@@ -342,3 +346,255 @@ def test_bad_construction_is_explained():
     other = RobotLimits((-1.0,), (1.0,), (1.0,), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="1 joints"):
         SafeRobot(RecordingRobot(), limits=other)
+
+
+# ---------------------------------------------------------------------- limits are checked when built
+GOOD_LIMITS = dict(joint_lower=(-1.0, -1.0), joint_upper=(1.0, 1.0), joint_max_velocity=(1.0, 1.0),
+                   workspace_low=(0.0, 0.0, 0.0), workspace_high=(1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("joint_lower", (np.nan, -1.0)), ("joint_upper", (1.0, np.inf)), ("joint_max_velocity", (1.0, np.nan)),
+    ("workspace_low", (0.0, np.nan, 0.0)), ("workspace_high", (1.0, 1.0, np.inf)), ("max_joint_step", np.nan),
+    ("max_ee_step", np.inf), ("max_ee_rotation_step", np.nan), ("joint_max_velocity", (1.0, "2")),
+    ("max_joint_step", True),
+])
+def test_limits_that_are_not_finite_numbers_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"RobotLimits\.{field}(\[\d\])?: (must be finite|expected a number)"):
+        RobotLimits(**{**GOOD_LIMITS, field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("workspace_low", (0.0, 0.0), "expected 3 numbers"), ("joint_lower", (), "one number per joint"),
+    ("joint_upper", (1.0, -2.0), "below joint_upper"), ("joint_max_velocity", (1.0, 0.0), "must be positive"),
+    ("max_ee_step", -0.1, "must be positive"), ("workspace_high", "abc", "expected a list of numbers"),
+])
+def test_limits_with_wrong_lengths_order_or_sign_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RobotLimits(**{**GOOD_LIMITS, field: value})
+
+
+def test_limits_are_stored_as_tuples_of_floats():
+    limits = RobotLimits(**{**GOOD_LIMITS, "joint_lower": np.array([-1, -1])})
+    assert limits.joint_lower == (-1.0, -1.0) and all(type(v) is float for v in limits.joint_lower)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0, 0.0, "0.1", None, True])
+def test_safe_robot_and_watchdog_settings_must_be_positive_finite(bad):
+    with pytest.raises(ValueError, match="stale_after_s"):
+        SafeRobot(RecordingRobot(), stale_after_s=bad)
+    if bad is not None:  # None means "the robot's own rate"
+        with pytest.raises(ValueError, match="command_hz"):
+            SafeRobot(RecordingRobot(), command_hz=bad)
+    with pytest.raises(ValueError, match="timeout_s"):
+        Watchdog(bad)
+    with pytest.raises(ValueError, match="safety.home_speed"):
+        SafetyConfig(home_speed=bad)
+    if bad is not None:
+        with pytest.raises(ValueError, match="safety.watchdog_timeout_s"):
+            SafetyConfig(watchdog_timeout_s=bad)
+        with pytest.raises(ValueError, match="poll_s"):
+            Watchdog(1.0).start(poll_s=bad)
+
+
+# ---------------------------------------------------------------------- measured states that cannot be trusted
+@pytest.mark.parametrize("stamp, reason", [
+    (np.nan, "not a finite"), (np.inf, "not a finite"), (-np.inf, "not a finite"), ("now", "not a finite"),
+    (lambda: time.time(), "not on time.monotonic"), (lambda: time.monotonic() + 60, "in the future"),
+    (lambda: time.monotonic() - 60, "old"),
+])
+def test_a_state_with_a_broken_or_foreign_timestamp_counts_as_stale(stamp, reason):
+    robot = RecordingRobot(stamp=stamp() if callable(stamp) else stamp)
+    safe = SafeRobot(robot, stale_after_s=0.1)
+    assert safe.command_joint_positions(np.zeros(6)) == REJECTED
+    assert safe.command_ee_pose([0.5, 0.0, 0.3, np.pi, 0.0, 0.0]) == REJECTED
+    assert robot.calls == [] and robot.stops == 2 and safe.counters["rejected_stale"] == 2
+    assert reason in safe.violations[-1].detail and safe.violations[-1].kind == "stale_state"
+
+
+def test_a_timestamp_that_goes_backwards_counts_as_stale():
+    clock = FakeClock()
+    robot = RecordingRobot(stamp=clock.t)
+    safe = SafeRobot(robot, clock=clock)
+    assert safe.command_joint_positions(np.zeros(6)) == SENT
+    robot.stamp = clock.t - 0.01  # fresh enough, but older than the state already accepted
+    assert safe.command_joint_positions(np.zeros(6)) == REJECTED and len(robot.calls) == 1
+    assert "went backwards" in safe.violations[-1].detail
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda r: setattr(r, "q", np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1e6])), "further outside the joint limits"),
+    (lambda r: setattr(r, "q", np.array([0.0, np.inf, 0.0, 0.0, 0.0, 0.0])), "joint positions not finite"),
+    (lambda r: setattr(r, "qd", np.array([0.0, np.nan, 0.0, 0.0, 0.0, 0.0])), "joint velocities not finite"),
+    (lambda r: setattr(r, "gripper", np.nan), "gripper"),
+    (lambda r: setattr(r, "q", np.zeros(5)), "shape"),
+    (lambda r: setattr(r, "pose", np.array([50.0, 0.0, 0.3, 0.0, 0.0, 0.0])), "outside the workspace box"),
+    (lambda r: setattr(r, "pose", np.array([0.5, 0.0, np.nan, 0.0, 0.0, 0.0])), "pose not finite"),
+])
+def test_an_absurd_measured_state_stops_the_robot_with_the_reason(change, reason):
+    robot = RecordingRobot()
+    safe = SafeRobot(robot)
+    change(robot)
+    assert safe.command_joint_positions(np.zeros(6)) == REJECTED
+    assert robot.calls == [] and robot.stops == 1
+    assert safe.counters["rejected_bad_state"] == 1 and safe.violations[-1].kind == "bad_state"
+    assert reason in safe.violations[-1].detail
+    safe.read_state()  # reading it outside a command stops the robot too
+    assert robot.stops == 2 and safe.counters["rejected_bad_state"] == 2
+
+
+def test_a_joint_that_jumps_faster_than_the_hardware_can_move_stops_the_robot():
+    clock = FakeClock()
+    robot = RecordingRobot(stamp=clock.t)
+    safe = SafeRobot(robot, clock=clock, command_hz=HZ)
+    assert safe.read_state() is not None and robot.stops == 0
+    clock.t += 0.01
+    robot.stamp = clock.t
+    robot.q = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.1])  # 6 rad/s joint: 0.1 rad in 10 ms is possible (<= 0.19)
+    assert safe.command_joint_positions(robot.q) == SENT
+    clock.t += 0.01
+    robot.stamp = clock.t
+    robot.q = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.1])  # 1 rad/s joint: 1 rad in 10 ms is not
+    assert safe.command_joint_positions(robot.q) == REJECTED and len(robot.calls) == 1
+    assert "joint 3 jumped 1 rad" in safe.violations[-1].detail
+
+
+def test_an_arm_without_forward_kinematics_still_takes_joint_commands():
+    robot = RecordingRobot(pose=np.full(6, np.nan))
+    safe = SafeRobot(robot)
+    assert safe.command_joint_positions(np.full(6, 0.01)) == SENT
+    assert safe.command_ee_pose([0.5, 0.0, 0.3, 0.0, 0.0, 0.0]) == REJECTED
+    assert "pose not finite" in safe.violations[-1].detail
+
+
+# ---------------------------------------------------------------------- commands of the wrong type or shape
+BAD_COMMANDS = [None, "0.5", "123456", b"\x00" * 6, [0.0] * 5, [0.0] * 7, np.zeros((2, 6)), np.zeros((6, 1)),
+                np.array([0.0] * 6, dtype=object), np.array([None] * 6), [True] * 6, np.ones(6, dtype=bool),
+                np.zeros(6, dtype=complex), [0.0, 0.0, "a", 0.0, 0.0, 0.0], [[0.0], 0.0, 0.0, 0.0, 0.0, 0.0], {}, 2**70,
+                [2**70] * 6, True]
+
+
+@pytest.mark.parametrize("kind", ["joint", "ee", "gripper"])
+@pytest.mark.parametrize("command", BAD_COMMANDS, ids=lambda c: type(c).__name__ + repr(getattr(c, "shape", ""))[:10])
+def test_commands_of_the_wrong_type_or_shape_raise_before_reaching_the_driver(kind, command):
+    robot = RecordingRobot()
+    safe = SafeRobot(robot)
+    method = {"joint": safe.command_joint_positions, "ee": safe.command_ee_pose, "gripper": safe.command_gripper}[kind]
+    with pytest.raises(ValueError, match=r"must be numbers|must have shape"):
+        method(command)
+    assert robot.calls == [] and robot.stops == 0
+
+
+# ---------------------------------------------------------------------- the watchdog cannot be switched off
+BAD_FEEDS = [np.nan, np.inf, -np.inf, 1e300, "100.0", [100.0], True, object(), complex(1, 0)]
+
+
+@pytest.mark.parametrize("bad", BAD_FEEDS, ids=repr)
+def test_a_bad_feed_raises_and_the_watchdog_still_trips(bad):
+    clock = FakeClock()
+    robot = RecordingRobot()
+    watchdog = Watchdog(0.1, clock=clock)
+    SafeRobot(robot, watchdog=watchdog)
+    watchdog.feed()
+    with pytest.raises(ValueError, match=r"watchdog\.feed"):
+        watchdog.feed(bad)
+    clock.t += 0.05
+    assert not watchdog.check()
+    clock.t += 0.06
+    assert watchdog.check() and robot.stops == 1
+    unarmed = Watchdog(0.1, clock=clock)
+    with pytest.raises(ValueError):
+        unarmed.feed(bad)
+    assert not unarmed.armed  # a rejected feed changes nothing
+
+
+def test_a_wall_clock_feed_is_refused_and_a_past_one_does_not_postpone_the_deadline():
+    watchdog = Watchdog(0.1)
+    with pytest.raises(ValueError, match="time.monotonic"):
+        watchdog.feed(time.time())
+    clock = FakeClock()
+    watchdog = Watchdog(0.1, clock=clock)
+    watchdog.feed()
+    clock.t += 0.2
+    watchdog.feed(-5.0)  # a negative / old timestamp is accepted but refreshes nothing
+    watchdog.feed(clock.t - 0.2)
+    assert watchdog.check() and "no fresh observation" in watchdog.reason
+
+
+def test_check_refuses_a_nan_now():
+    watchdog = Watchdog(0.1, clock=FakeClock())
+    watchdog.feed()
+    with pytest.raises(ValueError, match="not a finite time"):
+        watchdog.check(np.nan)
+
+
+# ---------------------------------------------------------------------- properties over broken inputs
+bad_stamps = st.one_of(st.sampled_from([np.nan, np.inf, -np.inf, 1e308, -1e308]),
+                       st.floats(-1e9, 1e9).map(lambda dt: ("offset", dt)))
+bad_vectors = st.one_of(arrays(np.float64, (6,), elements=any_float),
+                        arrays(np.float64, array_shapes(min_dims=0, max_dims=2, max_side=8), elements=any_float))
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(command_kinds, bad_vectors, measured_joints(), bad_vectors, bad_stamps,
+                                st.floats(0.0, 0.2)), min_size=1, max_size=15))
+def test_whatever_the_state_and_commands_nothing_outside_the_limits_reaches_the_driver(steps):
+    """Broken measurements (NaN/huge positions and poses, any timestamp) and broken commands (NaN/huge values, any
+    shape): a command reaches the driver only when the state it was checked against passes, and then within limits."""
+    clock = FakeClock()
+    robot = RecordingRobot()
+    safe = SafeRobot(robot, command_hz=HZ, clock=clock)
+    for kind, command, q, pose, stamp, dt in steps:
+        clock.t += dt
+        robot.q = q if pose.shape != (6,) or np.isfinite(pose[0]) else np.full(6, pose[0])  # sometimes a broken q
+        robot.pose = pose if pose.shape == (6,) else robot.pose
+        robot.stamp = clock.t + stamp[1] if isinstance(stamp, tuple) else stamp
+        q_before, pose_before, n_calls = robot.q.copy(), robot.pose.copy(), len(robot.calls)
+        state_problem = safe._judge(robot.read_state(), need_pose=kind == "ee")[0]
+        method = {"joint": safe.command_joint_positions, "ee": safe.command_ee_pose,
+                  "gripper": lambda c: safe.command_gripper(c[0] if c.ndim == 1 and c.size else c)}[kind]
+        try:
+            result = method(command)
+        except ValueError:
+            assert len(robot.calls) == n_calls  # a malformed command sends nothing
+            continue
+        for sent_kind, sent in robot.calls[n_calls:]:
+            assert not state_problem or sent_kind == "gripper", state_problem
+            if sent_kind == "joint":
+                assert_joint_safe(sent, q_before)
+            elif sent_kind == "ee":
+                assert_pose_safe(sent, pose_before)
+            else:
+                assert 0.0 <= sent <= 1.0
+        assert result in (SENT, CLIPPED, REJECTED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.one_of(st.tuples(st.just("wait"), st.floats(0.0, 0.3)),
+                                 st.tuples(st.just("bad_feed"), st.sampled_from(BAD_FEEDS[:-2])),
+                                 st.tuples(st.just("old_feed"), st.floats(0.0, 1e6)),
+                                 st.tuples(st.just("feed"), st.just(0.0))), min_size=1, max_size=40))
+def test_the_watchdog_always_trips_when_not_fed_whatever_else_it_is_given(events):
+    clock = FakeClock()
+    robot = RecordingRobot()
+    watchdog = Watchdog(0.1, clock=clock)
+    SafeRobot(robot, watchdog=watchdog)
+    watchdog.feed()
+    last_good = clock.t
+    for kind, value in events:
+        if kind == "wait":
+            clock.t += value
+        elif kind == "bad_feed":
+            with pytest.raises(ValueError):
+                watchdog.feed(value)
+        elif kind == "old_feed":
+            watchdog.feed(clock.t - value)
+            last_good = max(last_good, clock.t - value)
+        else:
+            watchdog.feed()
+            last_good = clock.t
+        watchdog.check()
+        if clock.t - last_good > 0.1 + 1e-9:
+            assert watchdog.tripped
+    clock.t += 0.2  # then no feed at all
+    assert watchdog.check() and robot.stops == 1

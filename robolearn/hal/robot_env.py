@@ -35,7 +35,8 @@ from scipy.spatial.transform import Rotation
 from robolearn.env import ArraySpec, EnvSpec, Observation
 from robolearn.hal.camera import Camera
 from robolearn.hal.robot import Robot, RobotLimits
-from robolearn.hal.safety import BLOCKED, REJECTED, RobotHalted, SafeRobot, Watchdog, finite_rotation
+from robolearn.hal.safety import (BLOCKED, REJECTED, RobotHalted, SafeRobot, Watchdog, command_array, finite_rotation,
+                                  positive_finite)
 
 ACTION_MODES = ("ee_delta", "ee_absolute", "joint")
 IMAGE_SUFFIX = "_image"
@@ -99,10 +100,9 @@ class SafetyConfig:
 
     def __post_init__(self) -> None:
         for name in ("stale_after_s", "home_speed", "home_tolerance", "home_timeout_s", "frame_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"safety.{name} must be positive, got {getattr(self, name)}")
-        if self.watchdog_timeout_s is not None and not self.watchdog_timeout_s > 0:
-            raise ValueError(f"safety.watchdog_timeout_s must be positive or None, got {self.watchdog_timeout_s}")
+            setattr(self, name, positive_finite(getattr(self, name), f"safety.{name}"))  # inf/NaN switch a check off
+        if self.watchdog_timeout_s is not None:
+            self.watchdog_timeout_s = positive_finite(self.watchdog_timeout_s, "safety.watchdog_timeout_s (or null: off)")
 
 
 class RobotEnv:
@@ -237,10 +237,8 @@ class RobotEnv:
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, dict[str, Any]]:
         """Send one command through the safety layer and return the newest observation (never sleeps)."""
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != (self.spec.action_dim,):
-            raise ValueError(f"action must have shape ({self.spec.action_dim},) for action_mode {self.action_mode!r} "
-                             f"({self.spec.action_meaning}), got shape {a.shape}")
+        a = command_array(action, (self.spec.action_dim,), f"action for action_mode {self.action_mode!r} "
+                          f"({self.spec.action_meaning})")
         if self.robot.halted:
             raise RobotHalted(self.robot.halted)
         if not self._ready:
@@ -285,8 +283,16 @@ class RobotEnv:
             else:
                 values[key] = np.asarray(low_dim[key], dtype=np.float32)
         frame_times = {name: f.timestamp for name, f in frames.items()}
-        if self.watchdog is not None:
-            self.watchdog.feed(min([state.timestamp, *frame_times.values()]))
+        stamps = [state.timestamp, *frame_times.values()]
+        # A broken state was already stopped and recorded by SafeRobot.read_state; a broken or future frame stamp is
+        # recorded here. Neither feeds the watchdog, so a reading that stays broken trips it and ends the episode.
+        if self.watchdog is not None and self.robot.state_problem(state) is None:
+            try:
+                for t in stamps:  # each checked: min() of a list holding NaN depends on the order
+                    self.watchdog.check_timestamp(t)
+                self.watchdog.feed(min(stamps))
+            except ValueError as err:
+                self.robot.reject_reading(f"observation timestamps {stamps}: {err}")
         return Observation(values, timestamp=state.timestamp), state.timestamp, frame_times
 
     def render(self) -> np.ndarray:
