@@ -398,5 +398,6 @@ def test_interrupted_handle_refuses_to_append_until_reopened(store):
     assert store.n_episodes == 1  # the uncommitted episode is invisible
     with pytest.raises(RuntimeError, match="reopen the store"):
         store.append_episode(good())
+    store.close()  # one writer per store: the interrupted handle gives up the write lock first
     reopened = EpisodeStore.open(store.path, mode="a")
     assert reopened.append_episode(good(3)) == 1 and reopened.episode_lengths.tolist() == [4, 3]

@@ -10,24 +10,37 @@ Crash safety: every file is written to a temporary name and renamed into place (
 and an append writes the new rows first and the commit record last. Rows past the committed step count are
 invisible to readers and overwritten by the next append, so a crash or Ctrl-C mid-episode loses at most that
 episode and never touches earlier ones.
+
+Writers: one per store, enforced by a lock file (store_lock.py); `close()` or a `with` block releases it.
+New stores are made with `EpisodeStore.build` (store_build.py), which names a store only once it is complete.
+Every open checks the record against the arrays' metadata, and new stores write every chunk (even all-zero
+ones) so that a missing chunk file is an error rather than silent zeros (store_check.py; `verify()` reads all).
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zarr
+from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
+from robolearn.data import store_check
+from robolearn.data.store_build import INCOMPLETE, build_store, is_episode_store
+from robolearn.data.store_errors import StoreFormatError, StoreIncompleteError, StoreLockedError
+from robolearn.data.store_lock import LOCK_NAME, StoreLock
 from robolearn.env import ArraySpec
+
+__all__ = ["EpisodeStore", "StoreFormatError", "StoreIncompleteError", "StoreLockedError", "AtomicLocalStore"]
 
 FORMAT = "robolearn.episode_store"
 VERSION = 1
@@ -35,8 +48,22 @@ _CHUNK_BYTES = 1 << 20  # ~1 MiB per chunk: few files for low-dim keys, cheap ra
 _MAX_CHUNK_STEPS = 8192
 
 
+_WRITE_EVERY_CHUNK = {"write_empty_chunks": True}  # zarr skips all-zero chunks by default; then a lost file reads as 0
+
+
 class AtomicLocalStore(LocalStore):
-    """A zarr LocalStore whose every write is all-or-nothing (temp file + rename)."""
+    """A zarr LocalStore whose every write is all-or-nothing (temp file + rename).
+
+    `on_missing(key)` (set by EpisodeStore for stores that write every chunk) is told of each read that finds no
+    file, and raises where that is damage; reads that find their file pay nothing for it."""
+
+    on_missing: Callable[[str], None] | None = None
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Buffer | None:
+        value = await super().get(key, prototype, byte_range)
+        if value is None and self.on_missing is not None:
+            self.on_missing(key)
+        return value
 
     async def set(self, key: str, value: Buffer) -> None:
         if not self._is_open:
@@ -55,36 +82,65 @@ class AtomicLocalStore(LocalStore):
             raise
 
 
-class StoreFormatError(ValueError):
-    """The path exists but is not a store this version of robolearn can read."""
-
-
 class EpisodeStore:
-    """Create with `EpisodeStore.create(path)`, open with `EpisodeStore.open(path, mode="r"|"a")`."""
+    """Build with `EpisodeStore.build(path)`, open with `EpisodeStore.open(path, mode="r"|"a")`.
 
-    def __init__(self, root: zarr.Group, path: Path, writable: bool):
+    A writable handle holds the store's write lock until `close()` (or the end of its `with` block)."""
+
+    def __init__(self, root: zarr.Group, path: Path, writable: bool, lock: StoreLock | None = None):
         self._root = root
         self.path = path
         self.writable = writable
+        self._lock = lock
         self._interrupted = False
         self._record: dict[str, Any] = dict(root.attrs["robolearn"])
+        store_check.check_record(path, self._record)
+        self._arrays: dict[str, zarr.Array] = {}
+        if self._record["keys"]:
+            self._arrays = store_check.check_arrays(path, self._record, root["data"])
+        self._guard = store_check.ChunkGuard(path, {k: a.chunks[0] for k, a in self._arrays.items()})
+        if self.all_chunks_written:
+            root.store.on_missing = self._guard.missing  # the guard holds no reference back to this handle
         self._ends = np.cumsum([ep["length"] for ep in self._record["episodes"]], dtype=np.int64)
+        self._guard.n_steps = self.n_steps
 
     # ------------------------------------------------------------------ opening
     @classmethod
+    def build(cls, path: str | os.PathLike, *, replace: bool = False,
+              **create_kwargs: Any) -> contextlib.AbstractContextManager[EpisodeStore]:
+        """`with EpisodeStore.build(path, fps=..., task=...) as store:` a new store, written under a temporary name
+        and renamed into place when the block ends normally (deleted if it raises). See store_build.py."""
+        return build_store(cls, path, replace=replace, **create_kwargs)
+
+    @classmethod
     def create(cls, path: str | os.PathLike, *, fps: float | None = None, task: str | None = None,
                overwrite: bool = False, attrs: Mapping[str, Any] | None = None) -> EpisodeStore:
+        """A new empty store written in place (prefer `build`, which names it only once complete)."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open(path, mode='a') "
-                                  f"to append, or pass overwrite=True to replace it")
-        root = zarr.open_group(store=AtomicLocalStore(path), mode="w" if overwrite else "a", zarr_format=3)
-        root.require_group("data")
-        root.attrs["robolearn"] = {
-            "format": FORMAT, "version": VERSION, "fps": fps, "task": task, "created": time.time(),
-            "attrs": dict(attrs or {}), "keys": {}, "episodes": [],
-        }
-        return cls(root, path, writable=True)
+        if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"{path} already exists; open it with EpisodeStore.open(path, mode='a') "
+                                      f"to append, or pass overwrite=True to replace it")
+            if not is_episode_store(path):
+                raise FileExistsError(f"{path} exists and is not an EpisodeStore; overwrite=True replaces stores "
+                                      f"only, so nothing was deleted: move it away or choose another path")
+        path.mkdir(parents=True, exist_ok=True)
+        lock = StoreLock.acquire(path)  # before clearing: never overwrite a store someone is appending to
+        try:
+            for entry in path.iterdir():  # zarr's mode="w" would delete the lock file too
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            root = zarr.open_group(store=AtomicLocalStore(path), mode="a", zarr_format=3)
+            root.require_group("data")
+            root.attrs["robolearn"] = {
+                "format": FORMAT, "version": VERSION, "fps": fps, "task": task, "created": time.time(),
+                "attrs": dict(attrs or {}), "keys": {}, "episodes": [],
+                "all_chunks_written": True,  # missing chunk files are damage (older stores skipped all-zero ones)
+            }
+            return cls(root, path, writable=True, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
@@ -93,6 +149,19 @@ class EpisodeStore:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no episode store at {path}")
+        if mode == "r":
+            return cls._open(path, mode, lock=None)
+        if not (path / "zarr.json").is_file():  # refuse a non-store before leaving a lock file in it
+            cls._open(path, "r", lock=None)
+        lock = StoreLock.acquire(path)  # before reading the record: the previous writer's last commit is final
+        try:
+            return cls._open(path, mode, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open(cls, path: Path, mode: str, lock: StoreLock | None) -> EpisodeStore:
         try:
             root = zarr.open_group(store=AtomicLocalStore(path, read_only=mode == "r"), mode="r" if mode == "r" else "r+")
         except Exception as err:  # zarr raises several types for a folder that is not a group
@@ -106,7 +175,27 @@ class EpisodeStore:
         if record.get("version", 0) > VERSION:
             raise StoreFormatError(f"{path} was written by a newer robolearn (store version {record['version']}, "
                                    f"this one reads up to {VERSION}); upgrade robolearn")
-        return cls(root, path, writable=mode == "a")
+        if INCOMPLETE in root.attrs:
+            raise StoreIncompleteError(f"{path} is an incomplete store (an import or collection that never finished: "
+                                       f"{root.attrs[INCOMPLETE]}); delete it and import/collect again")
+        return cls(root, path, writable=mode == "a", lock=lock)
+
+    def close(self) -> None:
+        """Release the write lock; the handle can still read. Idempotent."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self.writable = False
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def verify(self) -> dict[str, Any]:
+        """Read every committed byte (see store_check.verify); a report dict, or StoreFormatError listing problems."""
+        return store_check.verify(self)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -128,6 +217,11 @@ class EpisodeStore:
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(self._record.get("attrs", {}))
+
+    @property
+    def all_chunks_written(self) -> bool:
+        """True for stores that write all-zero chunks too, where a missing chunk file is damage."""
+        return bool(self._record.get("all_chunks_written", False))
 
     @property
     def n_episodes(self) -> int:
@@ -164,7 +258,7 @@ class EpisodeStore:
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of a key; only its first `n_steps` rows are committed data."""
         self._check_key(key)
-        return self._root["data"][key]
+        return self._arrays[key]
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.n_steps if stop is None else min(stop, self.n_steps)
@@ -209,10 +303,11 @@ class EpisodeStore:
                         commit_every: int = 1) -> list[int]:
         """Append (data, meta) pairs, committing every `commit_every` episodes (bulk imports use more)."""
         if not self.writable:
-            raise PermissionError(f"{self.path} is open read-only; open it with mode='a' to append")
+            raise PermissionError(f"{self.path} is open read-only (or was closed); open it with mode='a' to append")
         if self._interrupted:
             raise RuntimeError(f"an earlier append to {self.path} was interrupted; its writes may still be "
-                               f"landing, so reopen the store (EpisodeStore.open(path, 'a')) to append again")
+                               f"landing, so close() this handle and reopen the store (EpisodeStore.open(path, "
+                               f"'a')) to append again")
         indices: list[int] = []
         pending: list[dict[str, Any]] = []
         written = self.n_steps
@@ -222,7 +317,7 @@ class EpisodeStore:
                 length = len(next(iter(arrays.values())))
                 record = _episode_record(length, meta)  # checked before any row is written
                 for key, value in arrays.items():
-                    arr = self._root["data"][key]
+                    arr = self._writer(key)
                     if arr.shape[0] != written + length:
                         arr.resize((written + length, *arr.shape[1:]))
                     arr[written:written + length] = value
@@ -256,6 +351,7 @@ class EpisodeStore:
         self._root.attrs["robolearn"] = record  # one atomic file write: the commit point
         self._record = record
         self._ends = np.cumsum([ep["length"] for ep in record["episodes"]], dtype=np.int64)
+        self._guard.n_steps = self.n_steps
 
     def _validate(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not data:
@@ -293,11 +389,21 @@ class EpisodeStore:
                 raise ValueError(f"invalid key {key!r}: use a non-empty name without '/'")
             step_bytes = max(1, value[0].nbytes)
             chunk_steps = int(min(_MAX_CHUNK_STEPS, max(1, _CHUNK_BYTES // step_bytes)))
-            group.create_array(key, shape=(0, *value.shape[1:]), dtype=value.dtype,
-                               chunks=(chunk_steps, *value.shape[1:]), overwrite=True)
+            self._arrays[key] = group.create_array(key, shape=(0, *value.shape[1:]), dtype=value.dtype,
+                                                   chunks=(chunk_steps, *value.shape[1:]), overwrite=True,
+                                                   config=_WRITE_EVERY_CHUNK)
+            self._guard.chunk_rows[key] = chunk_steps
         record = dict(self._record)
         record["keys"] = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in arrays.items()}
         self._write_record(record)
+
+    def _writer(self, key: str) -> zarr.Array:
+        """The key's array set to write every chunk (zarr's write config is per handle, not stored on disk)."""
+        arr = self._arrays[key]
+        if not arr._async_array._config.write_empty_chunks:
+            arr = zarr.Array(AsyncArray(metadata=arr.metadata, store_path=arr.store_path, config=_WRITE_EVERY_CHUNK))
+            self._arrays[key] = arr
+        return arr
 
     # ------------------------------------------------------------------ helpers
     def _check_key(self, key: str) -> None:
