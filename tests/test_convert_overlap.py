@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_convert_kill import native_store, tree_hash, write_dp, write_rm
 
 from robolearn.data.formats.diffusion_policy import export_diffusion_policy, import_diffusion_policy
 from robolearn.data.formats.robomimic import export_robomimic, import_robomimic
-from robolearn.data.store import EpisodeStore
-from test_convert_kill import native_store, tree_hash, write_dp, write_rm
 
 
 def run(op: str, src: Path, dst: Path, overwrite: bool = True):
