@@ -20,7 +20,8 @@ COMMAND_MODULES = ("train", "evaluate", "models", "collect", "teleop", "deploy",
 
 # errors a user can cause, besides OSError and ValueError (ConfigError, UnknownNameError, StoreFormatError, RigError);
 # looked up by name among the modules already imported, since a module never imported cannot have raised
-EXPECTED_ELSEWHERE = (("robolearn.data.store", "StoreLockedError"), ("hydra.errors", "HydraException"),
+EXPECTED_ELSEWHERE = (("robolearn.data.store", "StoreLockedError"), ("robolearn.data.store_errors", "StoreLockedError"),
+                      ("hydra.errors", "HydraException"),
                       ("omegaconf.errors", "OmegaConfBaseException"), ("yaml", "YAMLError"))
 
 

@@ -79,7 +79,7 @@ def test_every_policy_config_composes_into_its_dataclass(policy):
     assert run.task.name == "particle" and config.horizon == run.policy["horizon"]
 
 
-def test_collect_passes_its_arguments_through_in_order(capsys):
+def test_collect_has_one_parser_for_the_task_and_the_rig(capsys):
     assert main(["collect", "--task", "no_such_task", "--episodes", "1"]) == 2
     assert "cannot load task 'no_such_task'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -122,3 +122,46 @@ def test_info_counts_the_success_labels(tmp_path, capsys):
         store.append_episode({"state": np.zeros((3, 2), np.float32)}, **meta)
     assert main(["info", str(tmp_path / "s.zarr")]) == 0
     assert "success: 2 of 3 labelled episodes (1 unlabelled)" in capsys.readouterr().out
+
+
+def test_eval_json_is_strict_json_with_null_for_undefined_intervals(tmp_path, capsys):
+    save_policy(tiny_diffusion(), tmp_path / "ckpt", task=TaskConfig())
+    assert main(["eval", str(tmp_path / "ckpt"), "--episodes", "1", "--n-envs", "1", "--json"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["n_episodes"] == 1 and report["score_low"] is None and report["score_high"] is None  # one episode
+    assert 0.0 <= report["score_mean"] <= 1.0
+
+
+def test_strict_json_turns_every_non_finite_number_into_null():
+    from robolearn.commands.evaluate import strict_json
+
+    value = {"a": float("nan"), "b": [1.5, float("inf"), {"c": np.float32(-np.inf)}], "d": np.float64(2.0),
+             "e": (np.int64(3), "x", None, True)}
+    assert json.loads(strict_json(value)) == {"a": None, "b": [1.5, None, {"c": None}], "d": 2.0,
+                                              "e": [3, "x", None, True]}
+
+
+def test_info_verify_prints_the_report_and_fails_in_one_line_on_a_damaged_store(tmp_path, capsys, monkeypatch):
+    from robolearn.data.store import EpisodeStore, StoreFormatError
+
+    synthetic_pusht_store(tmp_path / "s.zarr", n_episodes=2, length=5)
+    monkeypatch.setattr(EpisodeStore, "verify", lambda self: {"episodes": 2, "chunks_read": 4}, raising=False)
+    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 0
+    assert "  verified: episodes 2, chunks_read 4" in capsys.readouterr().out
+
+    def damaged(self):
+        raise StoreFormatError(f"{self.path}/state/c/0/0 is damaged: cannot be decoded")
+
+    monkeypatch.setattr(EpisodeStore, "verify", damaged, raising=False)
+    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 2
+    assert capsys.readouterr().err == f"robolearn info: error: {tmp_path / 's.zarr'}/state/c/0/0 is damaged: cannot be decoded\n"
+    monkeypatch.setattr(EpisodeStore, "verify", lambda self: {"episodes": 2, "problems": ["action: 3 of 4 chunks"]},
+                        raising=False)
+    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 2
+    assert "failed verification: action: 3 of 4 chunks" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "s.zarr")]) == 0  # without --verify nothing is read beyond the record
+    assert "verified" not in capsys.readouterr().out

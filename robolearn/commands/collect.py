@@ -49,7 +49,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         given = [f"--{name.replace('_', '-')}" for name in SIM_ONLY
                  if getattr(args, name) is not None and getattr(args, name) is not False]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply to --task (collecting from a scripted expert)")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} only {verb} to --task (collecting from a scripted expert)")
         if args.out is None:
             raise ValueError("--rig needs --out STORE: the store to record into (created, or continued)")
         return collect_on_rig(args)

@@ -86,11 +86,11 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
 
             task = load_task(args.policy)
     values = observed(values, task, "robolearn critic train")
+    config = build_config(CriticConfig, values, "critic", args)
     store = EpisodeStore.open(args.dataset) if args.dataset else (
         open_task_store(task, progress=True) if task is not None else None)
     if store is None:
         raise ValueError("robolearn critic train needs data: pass --dataset STORE or --task NAME")
-    config = build_config(CriticConfig, values, "critic", args)
     task_name = task.name if task is not None else (store.task or Path(store.path).stem)
     out = args.out or Path("runs") / f"critic_{task_name}_{args.config}"
     print(f"training the {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
@@ -112,13 +112,13 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
     values = model_config("world_model", args.config, WorldModelConfig, args.overrides, "robolearn worldmodel train")
     task = task_by_name(args.task) if args.task else None
     values = observed(values, task, "robolearn worldmodel train")
+    config = build_config(WorldModelConfig, values, "world_model", args)
     if args.dataset:
         stores = [EpisodeStore.open(path) for path in args.dataset]
     elif task is not None:
         stores = [open_task_store(task, progress=True)]
     else:
         raise ValueError("robolearn worldmodel train needs data: pass --dataset STORE (repeatable) or --task NAME")
-    config = build_config(WorldModelConfig, values, "world_model", args)
     task_name = task.name if task is not None else (stores[0].task or Path(stores[0].path).stem)
     out = args.out or Path("runs") / f"world_model_{task_name}"
     print(f"training a world model on {', '.join(str(s.path) for s in stores)}: "
