@@ -98,13 +98,15 @@ ENVS.register("rig", "robolearn.hal.rig:rig_env")  # a robot (real or the simula
 
 # Hardware: what a rig file (hardware/*.yaml) names as its robot and cameras, and the teleop devices.
 ROBOTS = Registry("robot")
-ROBOTS.register("sim_arm", "robolearn.hal.sim_arm:SimulatedArm")
+ROBOTS.register("sim_arm", "robolearn.hal.drivers.sim_arm:SimulatedArm",
+                aliases=["robolearn.hal.sim_arm:SimulatedArm"])  # its module before it joined drivers/
 ROBOTS.register("ur_rtde", "robolearn.hal.drivers.ur_rtde:URRobot")
 ROBOTS.register("bus_arm", "robolearn.hal.drivers.bus_arm:BusArm")
 ROBOTS.register("franka", "robolearn.hal.drivers.franka:FrankaRobot")
 
 CAMERAS = Registry("camera")
-CAMERAS.register("sim_camera", "robolearn.hal.sim_arm:SimulatedCamera")
+CAMERAS.register("sim_camera", "robolearn.hal.drivers.sim_arm:SimulatedCamera",
+                 aliases=["robolearn.hal.sim_arm:SimulatedCamera"])
 CAMERAS.register("opencv", "robolearn.hal.drivers.opencv_camera:OpenCVCamera")
 CAMERAS.register("realsense", "robolearn.hal.drivers.realsense_camera:RealSenseCamera")
 

@@ -8,7 +8,7 @@ import textwrap
 
 def test_training_after_offscreen_rendering_in_the_same_process_does_not_crash():
     script = textwrap.dedent("""
-        from robolearn.hal.sim_arm import SimulatedArm, SimulatedCamera
+        from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
         import torch
         arm = SimulatedArm(realtime=False, camera_names=("front",))
         camera = SimulatedCamera(arm, "front", width=32, height=32)

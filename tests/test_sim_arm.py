@@ -1,13 +1,16 @@
 """SimulatedArm / SimulatedCamera: the protocols, servo tracking within the model's limits, IK, grasping, rendering."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from robolearn.hal.camera import Camera
+from robolearn.hal.drivers import sim_arm as sim_arm_module
+from robolearn.hal.drivers.sim_arm import MODELS, SimulatedArm, SimulatedCamera
 from robolearn.hal.robot import Robot
-from robolearn.hal.sim_arm import SimulatedArm, SimulatedCamera
+from robolearn.registry import CAMERAS, ROBOTS
 
 
 @pytest.fixture
@@ -16,6 +19,15 @@ def arm():
     arm.connect()
     yield arm
     arm.disconnect()
+
+
+def test_the_scene_is_an_mjcf_file_beside_the_driver_and_old_paths_still_name_it(arm):
+    xml = Path(sim_arm_module.__file__).with_name(MODELS["panda"].xml_file)
+    assert xml.name == "sim_arm.xml" and xml.read_text().lstrip().startswith("<!--")
+    assert arm.model.nbody > 10 and arm.model.camera("front").id >= 0 and arm.model.body("cube").id >= 0
+    # rig files and checkpoints written when the driver lived in robolearn/hal/sim_arm.py keep loading
+    assert ROBOTS.get("robolearn.hal.sim_arm:SimulatedArm") is SimulatedArm is ROBOTS.get("sim_arm")
+    assert CAMERAS.get("robolearn.hal.sim_arm:SimulatedCamera") is SimulatedCamera is CAMERAS.get("sim_camera")
 
 
 def test_limits_come_from_the_model_and_franka_datasheet(arm):

@@ -2,7 +2,8 @@
 any laptop exactly as they would on a real robot.
 
 `SimulatedArm` is a compact MuJoCo model of a Franka Panda (Franka's published kinematics, joint ranges and speed
-limits; capsule links instead of meshes so software rendering stays fast) on a table with a cube. Joints carry
+limits; capsule links instead of meshes so software rendering stays fast) on a table with a cube; the scene is
+the MJCF file `sim_arm.xml` beside this module. Joints carry
 position servos with gravity compensation; like a real controller, the servo setpoints move toward the commanded
 targets no faster than the joints' speed limits. End-effector commands are solved to joint targets by damped
 least-squares IK. With `realtime=True` a thread steps the physics at wall-clock speed; with `realtime=False` the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -33,7 +35,7 @@ SCENE_CAMERAS = ("front", "side", "wrist")
 class ArmModel:
     """What the simulator needs to know about an arm beyond its MJCF."""
 
-    xml: str
+    xml_file: str  # MJCF scene, a file next to this module (shipped as package data)
     joint_names: tuple[str, ...]
     max_velocity: tuple[float, ...]  # rad/s, the manufacturer's limits (MJCF has no field for them)
     home: tuple[float, ...]
@@ -41,116 +43,9 @@ class ArmModel:
     workspace_high: tuple[float, float, float]
 
 
-def _fixed_camera(name: str, pos: tuple[float, float, float], target: tuple[float, float, float], fovy: float) -> str:
-    """MJCF of a camera at `pos` looking at `target`, the image's up direction toward world +z."""
-    forward = np.subtract(target, pos, dtype=float)
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    axes = " ".join(f"{v:.5f}" for v in (*right, *up))
-    return f'<camera name="{name}" pos="{" ".join(map(str, pos))}" xyaxes="{axes}" fovy="{fovy}"/>'
-
-
-def _panda_xml() -> str:
-    # Kinematic chain from Franka's published parameters (d1 0.333, d3 0.316, a4 0.0825, a5 -0.0825, d5 0.384,
-    # a7 0.088, flange 0.107; hand turned -45 deg); joint ranges and torque limits from Franka's datasheet.
-    front = _fixed_camera("front", (1.6, 0.0, 0.95), (0.35, 0.0, 0.2), 50)
-    side = _fixed_camera("side", (0.45, -1.35, 0.75), (0.4, 0.0, 0.2), 50)
-    r90, rm90 = "0.7071068 0.7071068 0 0", "0.7071068 -0.7071068 0 0"
-    return f"""
-<mujoco model="robolearn_panda">
-  <compiler angle="radian" autolimits="true"/>
-  <option timestep="0.002" integrator="implicitfast"/>
-  <visual><global offwidth="1280" offheight="960"/><quality shadowsize="0"/></visual>
-  <asset>
-    <texture type="skybox" builtin="gradient" rgb1="0.55 0.65 0.75" rgb2="0.15 0.18 0.22" width="64" height="64"/>
-    <texture name="grid" type="2d" builtin="checker" rgb1="0.3 0.32 0.35" rgb2="0.25 0.27 0.3" width="256" height="256"/>
-    <material name="floor" texture="grid" texrepeat="8 8"/>
-    <material name="link" rgba="0.93 0.93 0.95 1"/>
-    <material name="joint" rgba="0.22 0.22 0.25 1"/>
-  </asset>
-  <default>
-    <joint damping="20" armature="0.1"/>
-    <geom contype="1" conaffinity="0" density="600" material="link"/>
-    <position ctrllimited="true"/>
-  </default>
-  <worldbody>
-    <light pos="0.5 -0.5 2.5" dir="-0.2 0.2 -1" directional="true" diffuse="0.8 0.8 0.8"/>
-    <geom name="floor" type="plane" pos="0 0 -0.75" size="3 3 0.1" material="floor" conaffinity="1"/>
-    <geom name="table" type="box" pos="0.45 0 -0.025" size="0.6 0.6 0.025" rgba="0.62 0.48 0.36 1" conaffinity="1"/>
-    {front}
-    {side}
-    <body name="cube" pos="0.5 0 0.025">
-      <freejoint name="cube"/>
-      <geom name="cube" type="box" size="0.025 0.025 0.025" mass="0.1" rgba="0.85 0.15 0.12 1" conaffinity="1"
-            friction="1.2 0.01 0.001" condim="4"/>
-    </body>
-    <geom name="link0" type="cylinder" fromto="0 0 0 0 0 0.2" size="0.075" material="joint"/>
-    <body name="link1" pos="0 0 0.333" gravcomp="1">
-      <joint name="joint1" axis="0 0 1" range="-2.8973 2.8973" damping="60"/>
-      <geom type="capsule" fromto="0 0 -0.13 0 0 0" size="0.06"/>
-      <body name="link2" quat="{rm90}" gravcomp="1">
-        <joint name="joint2" axis="0 0 1" range="-1.7628 1.7628" damping="60"/>
-        <geom type="capsule" fromto="0 0 0 0 -0.2 0" size="0.06"/>
-        <body name="link3" pos="0 -0.316 0" quat="{r90}" gravcomp="1">
-          <joint name="joint3" axis="0 0 1" range="-2.8973 2.8973" damping="40"/>
-          <geom type="capsule" fromto="0 0 -0.1 0 0 0" size="0.055"/>
-          <geom type="capsule" fromto="0 0 0 0.0825 0 0" size="0.055" material="joint"/>
-          <body name="link4" pos="0.0825 0 0" quat="{r90}" gravcomp="1">
-            <joint name="joint4" axis="0 0 1" range="-3.0718 -0.0698" damping="40"/>
-            <geom type="capsule" fromto="0 0 0 -0.0825 0.12 0" size="0.055"/>
-            <body name="link5" pos="-0.0825 0.384 0" quat="{rm90}" gravcomp="1">
-              <joint name="joint5" axis="0 0 1" range="-2.8973 2.8973" damping="10"/>
-              <geom type="capsule" fromto="0 0 -0.26 0 0 -0.05" size="0.05"/>
-              <body name="link6" quat="{r90}" gravcomp="1">
-                <joint name="joint6" axis="0 0 1" range="-0.0175 3.7525" damping="10"/>
-                <geom type="capsule" fromto="0 0 0 0.088 0 0" size="0.045" material="joint"/>
-                <body name="link7" pos="0.088 0 0" quat="{r90}" gravcomp="1">
-                  <joint name="joint7" axis="0 0 1" range="-2.8973 2.8973" damping="5"/>
-                  <geom type="cylinder" fromto="0 0 -0.04 0 0 0.107" size="0.04"/>
-                  <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834" gravcomp="1">
-                    <geom type="box" pos="0 0 0.03" size="0.025 0.1 0.025" material="joint"/>
-                    <site name="ee_site" pos="0 0 0.1034" size="0.005" rgba="1 0 0 0" group="3"/>
-                    <camera name="wrist" pos="0.05 0 0.065" xyaxes="0 1 0 0.95 0 0.3" fovy="75"/>
-                    <body name="left_finger" pos="0 0 0.0584" gravcomp="1">
-                      <joint name="finger_left" type="slide" axis="0 1 0" range="0 0.04" damping="5" armature="0.05"/>
-                      <geom type="box" pos="0 0.008 0.026" size="0.01 0.008 0.026" rgba="0.35 0.35 0.38 1"
-                            friction="1.5 0.01 0.001" condim="4"/>
-                    </body>
-                    <body name="right_finger" pos="0 0 0.0584" gravcomp="1">
-                      <joint name="finger_right" type="slide" axis="0 -1 0" range="0 0.04" damping="5" armature="0.05"/>
-                      <geom type="box" pos="0 -0.008 0.026" size="0.01 0.008 0.026" rgba="0.35 0.35 0.38 1"
-                            friction="1.5 0.01 0.001" condim="4"/>
-                    </body>
-                  </body>
-                </body>
-              </body>
-            </body>
-          </body>
-        </body>
-      </body>
-    </body>
-  </worldbody>
-  <contact><exclude body1="left_finger" body2="right_finger"/></contact>
-  <actuator>
-    <position name="joint1" joint="joint1" kp="2000" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
-    <position name="joint2" joint="joint2" kp="2000" ctrlrange="-1.7628 1.7628" forcerange="-87 87"/>
-    <position name="joint3" joint="joint3" kp="1500" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
-    <position name="joint4" joint="joint4" kp="1500" ctrlrange="-3.0718 -0.0698" forcerange="-87 87"/>
-    <position name="joint5" joint="joint5" kp="300" ctrlrange="-2.8973 2.8973" forcerange="-12 12"/>
-    <position name="joint6" joint="joint6" kp="300" ctrlrange="-0.0175 3.7525" forcerange="-12 12"/>
-    <position name="joint7" joint="joint7" kp="150" ctrlrange="-2.8973 2.8973" forcerange="-12 12"/>
-    <position name="finger_left" joint="finger_left" kp="400" ctrlrange="0 0.04" forcerange="-70 70"/>
-    <position name="finger_right" joint="finger_right" kp="400" ctrlrange="0 0.04" forcerange="-70 70"/>
-  </actuator>
-</mujoco>
-"""
-
-
 MODELS: dict[str, ArmModel] = {
     "panda": ArmModel(
-        xml=_panda_xml(),
+        xml_file="sim_arm.xml",
         joint_names=tuple(f"joint{i}" for i in range(1, 8)),
         max_velocity=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61),  # Franka datasheet, rad/s
         home=(0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398),  # Franka's "ready" pose, gripper down
@@ -180,7 +75,7 @@ class SimulatedArm:
         self.command_hz = float(command_hz)
         self.realtime = bool(realtime)
         self.camera_names = tuple(camera_names)
-        self.model = mujoco.MjModel.from_xml_string(spec.xml)
+        self.model = mujoco.MjModel.from_xml_path(str(Path(__file__).with_name(spec.xml_file)))
         self._data = mujoco.MjData(self.model)
         self._kin = mujoco.MjData(self.model)  # scratch data for forward kinematics and IK, never stepped
         m = self.model
