@@ -24,7 +24,7 @@ import shutil
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +58,11 @@ class AtomicLocalStore(LocalStore):
     file, and raises where that is damage; reads that find their file pay nothing for it."""
 
     on_missing: Callable[[str], None] | None = None
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        async for key in super().list_dir(prefix):
+            if not (prefix == "" and key == LOCK_NAME):  # the write lock is not a zarr node
+                yield key
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Buffer | None:
         value = await super().get(key, prototype, byte_range)
