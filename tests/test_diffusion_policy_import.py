@@ -199,3 +199,82 @@ def test_import_does_not_overwrite_existing_store(tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
     assert import_diffusion_policy(src, tmp_path / "s.zarr", overwrite=True, progress=False).n_episodes == 1
+
+
+# ---------------------------------------------------------------------------------------------- source integrity
+def chunked_source(path: Path, zarr_format: int = 2) -> Path:
+    group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    group.require_group("data").create_array("action", shape=(12, 2), dtype=np.float32, chunks=(4, 2))[:] = \
+        np.arange(1, 25, dtype=np.float32).reshape(12, 2)
+    ends = group.require_group("meta").create_array("episode_ends", shape=(2,), dtype=np.int64)
+    ends[:] = [5, 12]
+    return path
+
+
+@pytest.mark.parametrize("zarr_format,chunk", [(2, "1.0"), (3, "c/1/0")])
+def test_missing_chunk_is_an_error_not_zeros(tmp_path, zarr_format, chunk):
+    src = chunked_source(tmp_path / "dp.zarr", zarr_format)
+    (src / "data" / "action" / chunk).unlink()
+    with pytest.raises(StoreFormatError, match=rf"dp.zarr: data/action is missing chunk {chunk} \(steps 4..7\); "
+                                               rf"zarr would read it as the fill value 0.0, not data\. Copy or "
+                                               rf"download the dataset again; .*allow_missing_chunks=True"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+    # a writer that skips fill-value chunks on purpose: the user says so, and the fill value is imported
+    store = import_diffusion_policy(src, tmp_path / "s.zarr", allow_missing_chunks=True, progress=False)
+    assert store.read("action")[4:8].tolist() == [[0, 0]] * 4 and store.read("action")[8, 0] == 17
+
+
+def test_missing_episode_ends_chunk_is_an_error(tmp_path):
+    src = chunked_source(tmp_path / "dp.zarr")
+    (src / "meta" / "episode_ends" / "0").unlink()
+    with pytest.raises(StoreFormatError, match=r"meta/episode_ends is missing chunk 0 \(steps 0..1\)"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", keys=["action"], progress=False)
+
+
+def test_export_writes_every_chunk_and_imports_back(tmp_path):
+    """zarr 3 skips chunks equal to the fill value unless told otherwise; an export writes them all."""
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    store.append_episodes([({"action": np.zeros((3, 2), np.float32), "done": np.zeros(3, np.uint8)}, {})] * 2)
+    out = export_diffusion_policy(store, tmp_path / "dp.zarr")
+    group = zarr.open_group(out, mode="r")
+    for key in ("action", "done"):
+        assert group["data"][key].nchunks_initialized == group["data"][key].nchunks > 0, key
+    again = import_diffusion_policy(out, tmp_path / "again.zarr", progress=False)
+    assert again.episode_lengths.tolist() == [3, 3] and not again.read("action").any()
+
+
+def test_float_episode_ends_are_refused(tmp_path):
+    src = write_dp(tmp_path / "dp.zarr", synthetic(), [4, 10])
+    group = zarr.open_group(src, mode="r+")
+    del group["meta/episode_ends"]
+    group["meta"].create_array("episode_ends", shape=(2,), dtype=np.float64)[:] = [4.0, 10.0]
+    with pytest.raises(StoreFormatError, match=r"dp.zarr: meta/episode_ends has dtype float64; episode ends are "
+                                               r"integer step counts"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+
+
+def test_string_array_is_refused_naming_it(tmp_path):
+    data = synthetic()
+    data["label"] = np.array([b"step"] * 10, dtype="S4")
+    src = write_dp(tmp_path / "dp.zarr", data, [4, 10])
+    with pytest.raises(StoreFormatError, match=r"dp.zarr: data/label has dtype \|S4; only numeric arrays .* "
+                                               r"Leave it out with keys=\[\.\.\.\]"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+    assert import_diffusion_policy(src, tmp_path / "s.zarr", keys=["action"], progress=False).n_steps == 10
+
+
+def test_arrays_of_different_lengths_are_refused(tmp_path):
+    data = synthetic()
+    data["count"] = data["count"][:9]
+    src = write_dp(tmp_path / "dp.zarr", data, [4, 10])
+    with pytest.raises(StoreFormatError, match=r"dp.zarr: data/count has 9 steps but data/action has 10; every "
+                                               r"array of a replay buffer has one row per step"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)
+
+
+def test_episode_ends_group_is_refused(tmp_path):
+    src = write_dp(tmp_path / "dp.zarr", synthetic(), [10], meta=False)
+    zarr.open_group(src, mode="r+").require_group("meta").require_group("episode_ends")
+    with pytest.raises(StoreFormatError, match=r"dp.zarr: meta/episode_ends is a group; it must be a 1-D integer array"):
+        import_diffusion_policy(src, tmp_path / "s.zarr", progress=False)

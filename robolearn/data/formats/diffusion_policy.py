@@ -56,11 +56,12 @@ def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, 
         raise KeyError(f"{source}: data/ has no arrays {missing}; it has {available}")
     rename = rename or {}
     n_steps = check_arrays(source, {k: data[k] for k in keys})
+    # episode ends are never all fill value, so their chunks are always required
+    check_chunks(source, "meta/episode_ends", group["meta/episode_ends"])
     ends = read_episode_ends(group, source, {k: n_steps for k in keys[:1]})
     if not allow_missing_chunks:
         for key in keys:
             check_chunks(source, f"data/{key}", data[key])
-        check_chunks(source, "meta/episode_ends", group["meta/episode_ends"])
     images = {k for k in keys if _looks_like_image(data[k]) and not keep_dtypes}
 
     def episodes() -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:

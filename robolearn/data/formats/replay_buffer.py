@@ -31,6 +31,8 @@ def open_replay_buffer(source: Path) -> zarr.Group:
     if "data" not in group or "meta" not in group or "episode_ends" not in group["meta"]:
         raise StoreFormatError(f"{source} is not a diffusion_policy replay buffer: expected groups data/ and "
                                f"meta/ with meta/episode_ends")
+    if not isinstance(group["meta/episode_ends"], zarr.Array):
+        raise StoreFormatError(f"{source}: meta/episode_ends is a group; it must be a 1-D integer array")
     return group
 
 
@@ -66,8 +68,6 @@ def check_arrays(source: Path, arrays: dict[str, zarr.Array]) -> int:
 def read_episode_ends(group: zarr.Group, source: Path, lengths: dict[str, int]) -> np.ndarray:
     """meta/episode_ends as int64, checked: 1-D, integer, strictly increasing from > 0, ending at every array's length."""
     raw = group["meta/episode_ends"]
-    if not isinstance(raw, zarr.Array):
-        raise StoreFormatError(f"{source}: meta/episode_ends is a group; it must be a 1-D integer array")
     if raw.dtype.kind not in "iu":
         raise StoreFormatError(f"{source}: meta/episode_ends has dtype {raw.dtype}; episode ends are integer step "
                                f"counts (int64), so this file was written wrongly")
