@@ -36,6 +36,11 @@ INSTALL_HINT = "hardware drivers need their vendor SDKs: pip install 'robolearn[
 _TOP_KEYS = {"name", "description", "robot", "control_hz", "command_hz", "limits", "home", "cameras", "calibration",
              "action_mode", "task", "safety", "gripper_half_open_m"}
 _REQUIRED = ("robot", "control_hz", "command_hz", "limits", "home", "action_mode", "task")
+# Constructor arguments a file may not set: `sdk` replaces the vendor module (tests hand in fakes; from a file it
+# would be a string the driver calls into), and the rest come from the rig's own validated fields.
+_RESERVED_KWARGS = {"sdk": "only Python code may replace a driver's vendor SDK",
+                    "limits": "set the top-level `limits`", "calibration": "set `calibration.robot`",
+                    "arm": "a simulated camera is handed the rig's robot"}
 
 
 class RigError(ValueError):
@@ -289,7 +294,10 @@ def parse_rig(raw: Any, path: Path | None = None) -> Rig:
         except UnknownNameError as err:
             raise fail(f"{where}.class", f"{err}; name a registered driver, or register a new one in "
                        "robolearn/registry.py (see hardware/README.md)") from err
-        return Component(cls, mapping(value.get("kwargs"), f"{where}.kwargs"))
+        kwargs = mapping(value.get("kwargs"), f"{where}.kwargs")
+        for key in sorted(set(kwargs) & set(_RESERVED_KWARGS)):
+            raise fail(f"{where}.kwargs.{key}", f"a rig file cannot set it: {_RESERVED_KWARGS[key]}")
+        return Component(cls, kwargs)
 
     name = raw.get("name", path.stem if path is not None else "rig")
     if not isinstance(name, str) or not name:
