@@ -77,6 +77,7 @@ BAD = [
     ("collect --task lift --episodes -1", "argument --episodes: must be >= 1, got -1"),
     ("collect --episodes 2", "one of the arguments --task --rig is required"),
     ("collect --task lift --rig sim_arm", "argument --rig: not allowed with argument --task"),
+    ("collect --task lift --expert degraded --failure-prob 1.5", "argument --failure-prob: must be a probability in"),
     ("collect --task no_such_task", "cannot load task 'no_such_task'"),
     ("collect --rig sim_arm --out {root}/x.zarr --expert degraded --seed 0", "--expert, --seed only apply to --task"),
     ("collect --rig sim_arm --episodes 1", "--rig needs --out STORE"),

@@ -42,11 +42,14 @@ def test_every_command_module_registers_itself():
         assert callable(module.register), name
 
 
-def test_the_execution_modes_named_by_the_parsers_are_the_loops():
+def test_the_choices_named_by_the_parsers_are_the_libraries():
     from robolearn.commands.arguments import EXECUTION_MODES
+    from robolearn.commands.collect import EXPERT_KINDS
     from robolearn.control.chunking import MODES
+    from robolearn.sim import collect
 
     assert tuple(EXECUTION_MODES) == tuple(MODES)
+    assert EXPERT_KINDS == collect.EXPERT_KINDS
 
 
 def run_python(code: str) -> str:

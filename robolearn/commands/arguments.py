@@ -44,6 +44,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
+
+
 def add_rig_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--rig", required=required,
                         help="rig name in hardware/ (e.g. sim_arm, ur5e) or a rig YAML file")

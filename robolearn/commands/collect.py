@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robolearn.commands.arguments import positive_int
+from robolearn.commands.arguments import positive_int, probability
 from robolearn.commands.teleop import teleop_names
 
+EXPERT_KINDS = ("scripted", "degraded")  # robolearn.sim.collect.EXPERT_KINDS (not imported: --help stays light)
 SIM_ONLY = ("expert", "seed", "action_mode", "failure", "failure_prob", "no_progress")
 
 
@@ -31,12 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="store path (--task: default datasets/<task>_<expert>.episodes.zarr; "
                                             "--rig: required)")
     sim = p.add_argument_group("--task only")
-    sim.add_argument("--expert", default=None, choices=("scripted", "degraded"), help="default scripted")
+    sim.add_argument("--expert", default=None, choices=EXPERT_KINDS, help="default scripted")
     sim.add_argument("--seed", type=int, default=None, help="seed of episode 0 (episode i: seed + i; default 0)")
     sim.add_argument("--action-mode", choices=("delta", "absolute"), help="default: the task config's")
     sim.add_argument("--failure", choices=("early_close", "release"),
                      help="degraded expert only: its mistake (default early_close)")
-    sim.add_argument("--failure-prob", type=float,
+    sim.add_argument("--failure-prob", type=probability,
                      help="degraded expert only: probability that an episode has the mistake (default 1.0)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     rig = p.add_argument_group("--rig only")
