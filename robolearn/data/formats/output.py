@@ -18,6 +18,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from robolearn.data.store import EpisodeStore
+
 PARTIAL = "partial"    # a temporary output being built
 REPLACED = "replaced"  # an old output moved aside for a moment (only where an atomic swap is unavailable)
 
@@ -130,27 +132,12 @@ def building(dest: str | os.PathLike, *, overwrite: bool, owned: Callable[[Path]
         raise
 
 
-def is_episode_store(path: Path) -> bool:
-    """Whether `path` is an EpisodeStore (what an import may replace)."""
-    from robolearn.data.store import EpisodeStore, StoreFormatError
-
-    try:
-        EpisodeStore.open(path)
-    except (StoreFormatError, FileNotFoundError, NotADirectoryError):
-        return False
-    return True
-
-
 @contextlib.contextmanager
-def new_store(dest: str | os.PathLike, *, overwrite: bool, **create_kwargs) -> Iterator:
-    """A new EpisodeStore built at a temporary sibling and renamed to `dest` when the body finishes.
-
-    With overwrite it replaces only an existing EpisodeStore. Yields the store being written."""
-    from robolearn.data.store import EpisodeStore
-
+def new_store(dest: str | os.PathLike, *, overwrite: bool, **create_kwargs) -> Iterator[EpisodeStore]:
+    """`EpisodeStore.build` (temporary sibling, renamed into place when complete; replaces only a store), with the
+    refusal of an existing `dest` worded for convert's `overwrite`."""
     dest = Path(dest)
-    if not overwrite and dest.exists() and not _is_empty_dir(dest):  # EpisodeStore.create's words
-        raise FileExistsError(f"{dest} already exists; open it with EpisodeStore.open(path, mode='a') to append, "
-                              f"or pass overwrite=True (--overwrite) to replace it")
-    with building(dest, overwrite=overwrite, owned=is_episode_store, kind="robolearn EpisodeStore") as tmp:
-        yield EpisodeStore.create(tmp, **create_kwargs)
+    if not overwrite and dest.exists() and not _is_empty_dir(dest):
+        raise FileExistsError(f"{dest} already exists; pass overwrite=True (--overwrite) to replace it")
+    with EpisodeStore.build(dest, replace=overwrite, **create_kwargs) as store:
+        yield store
