@@ -109,7 +109,10 @@ class ChunkGuard:
 
 def verify(store: EpisodeStore) -> dict[str, Any]:
     """Read every committed chunk of every key: it must exist (where the store writes every chunk), decode and,
-    for floats, be finite. Returns a report; raises StoreFormatError listing every problem found."""
+    for floats, be finite. Returns a report; raises StoreFormatError listing every problem found.
+
+    Works on a fresh read-only open of the path, so the record on disk (not this handle's copy) is checked."""
+    store = type(store).open(store.path)
     problems: list[str] = []
     report: dict[str, Any] = {"path": str(store.path), "episodes": store.n_episodes, "steps": store.n_steps,
                               "all_chunks_written": store.all_chunks_written, "keys": {}}
