@@ -6,9 +6,9 @@ import torch
 from robolearn.control.executor import PolicyRunner
 from robolearn.control.loop import ControlLoop
 from robolearn.data.store import EpisodeStore
-from robolearn.models.critic import Critic, CriticConfig, train_critic
 from robolearn.eval.rollout import evaluate
 from robolearn.eval.steering import SteeredPolicy, critic_view, guided_sample
+from robolearn.models.critic import Critic, CriticConfig, train_critic
 from robolearn.policies.base import Policy, PolicyConfig
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from robolearn.data.store import EpisodeStore
+from robolearn.env import SerialVectorEnv
 from robolearn.eval.rollout import evaluate, format_report
 from robolearn.sim.pusht import PushTEnv
-from robolearn.env import SerialVectorEnv
 from robolearn.sim.vector_env import SubprocVectorEnv
 from robolearn.task import TaskConfig
 from tests.helpers import GoToBlockPolicy, go_to_block_policy

@@ -20,6 +20,9 @@ from robolearn.data.normalizer import Normalizer
 from robolearn.env import EnvSpec
 from robolearn.nn.obs_encoder import ObsEncoder
 
+MAX_STEPS = 1024  # frames of history / actions per chunk
+MAX_WIDTH = 4096  # an action's size, an observation's size along any axis
+
 
 @dataclass
 class PolicyConfig:
@@ -39,8 +42,19 @@ class PolicyConfig:
     share_image_encoder: bool = False  # one trunk for all cameras (they must share a shape) instead of one each
 
     def __post_init__(self) -> None:
-        if self.n_obs_steps < 1 or self.horizon < 1:
-            raise ValueError(f"n_obs_steps ({self.n_obs_steps}) and horizon ({self.horizon}) must be >= 1")
+        # Bounds a real policy never reaches: a damaged or hostile checkpoint fails here, not in a 4 TB allocation.
+        if not (1 <= self.n_obs_steps <= MAX_STEPS and 1 <= self.horizon <= MAX_STEPS and self.n_action_steps >= 1):
+            raise ValueError(f"n_obs_steps ({self.n_obs_steps}), horizon ({self.horizon}) and n_action_steps "
+                             f"({self.n_action_steps}) must be >= 1 and at most {MAX_STEPS}")
+        if not 1 <= self.action_dim <= MAX_WIDTH:
+            raise ValueError(f"action_dim must be between 1 and {MAX_WIDTH}, got {self.action_dim}")
+        for key, shape in self.obs_shapes.items():
+            if not shape or not all(1 <= d <= MAX_WIDTH for d in shape):
+                raise ValueError(f"obs_shapes[{key!r}] must be a non-empty list of sizes between 1 and {MAX_WIDTH}, "
+                                 f"got {shape}")
+        unknown = sorted(set(self.image_keys) - set(self.obs_shapes))
+        if unknown:
+            raise ValueError(f"image_keys {unknown} are not in obs_shapes {sorted(self.obs_shapes)}")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
             raise ValueError(
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} exceeds "

@@ -1,7 +1,8 @@
 """Policy checkpoints: `model.safetensors` (weights, normalizer included) + `policy.json` (what rebuilds it).
 
 No pickle: loading a checkpoint reads tensors and JSON only, and it names its policy kind and env through
-robolearn.registry (old checkpoints' import paths are aliases), type-checked before anything is built. The JSON carries a format version so that a checkpoint from a future version fails clearly.
+robolearn.registry (old checkpoints' import paths are aliases), type-checked before anything is built. The JSON
+carries a format version so that a checkpoint from a future version fails clearly.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from robolearn.device import default_device
 from robolearn.nn.checkpoint_folder import (
     CheckpointKind,
+    build_checked,
     config_from_record,
     load_weights,
     read_checkpoint_record,
@@ -47,7 +49,7 @@ def load_policy(path: str | os.PathLike, device: str | torch.device | None = Non
     """Rebuild a policy from a checkpoint folder, in eval mode, on `device` (default: CUDA if present)."""
     record = read_record(path)
     cls = POLICIES.get(record.get("class"))
-    policy = cls(config_from_record(KIND, cls.config_class, record["config"]))
+    policy = build_checked(KIND, cls, config_from_record(KIND, cls.config_class, record.get("config")), path)
     return load_weights(KIND, policy, path, device if device is not None else default_device())
 
 

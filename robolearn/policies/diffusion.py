@@ -42,6 +42,8 @@ class DiffusionConfig(PolicyConfig):
             raise ValueError(f"scheduler must be one of {_SCHEDULERS}, got {self.scheduler!r}")
         if self.prediction_type not in _PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {_PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if not 1 <= self.num_train_timesteps <= 10_000:
+            raise ValueError(f"num_train_timesteps must be between 1 and 10000, got {self.num_train_timesteps}")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps ({self.num_inference_steps}) must be in "
                              f"[1, num_train_timesteps={self.num_train_timesteps}]")

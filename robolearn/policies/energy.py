@@ -68,10 +68,11 @@ class EnergyConfig(PolicyConfig):
         if self.sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         for name in ("n_negatives", "dfo_samples", "langevin_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dfo_iters < 0 or self.langevin_steps < 0:
-            raise ValueError(f"dfo_iters ({self.dfo_iters}) and langevin_steps ({self.langevin_steps}) must be >= 0")
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ValueError(f"{name} must be between 1 and 1000000, got {getattr(self, name)}")
+        if not (0 <= self.dfo_iters <= 10_000 and 0 <= self.langevin_steps <= 10_000):
+            raise ValueError(f"dfo_iters ({self.dfo_iters}) and langevin_steps ({self.langevin_steps}) must be "
+                             f"between 0 and 10000")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         scales = ("grad_penalty", "grad_margin", "dfo_noise", "dfo_noise_shrink", "langevin_lr_init",

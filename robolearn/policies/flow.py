@@ -60,8 +60,8 @@ class FlowConfig(PolicyConfig):
             raise ValueError(f"integrator must be one of {_INTEGRATORS}, got {self.integrator!r}")
         if not 0.0 < self.time_cutoff <= 1.0:
             raise ValueError(f"time_cutoff must be in (0, 1], got {self.time_cutoff}")
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if not 1 <= self.num_inference_steps <= 10_000:
+            raise ValueError(f"num_inference_steps must be between 1 and 10000, got {self.num_inference_steps}")
         if not 0.0 <= self.shortcut_fraction < 1.0:
             raise ValueError(f"shortcut_fraction must be in [0, 1) so some rows keep the flow-matching loss, "
                              f"got {self.shortcut_fraction}")

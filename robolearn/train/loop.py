@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from robolearn.nn.checkpoint_folder import read_tensors
 from robolearn.nn.ema import EMA
 
 # batch -> (loss, named float parts to log); a model's loss may return the tensor alone
@@ -182,9 +183,12 @@ class TrainLoop:
 
     def load_state(self, path: str | os.PathLike) -> None:
         """Continue exactly where `save_state` left off (the same file layout as every earlier robolearn)."""
+        state = read_tensors(Path(path), "training state")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
-        state = load_file(str(path))
+        if not {"step", "train_seconds", "param_groups", "numpy_rng"} <= set(meta or {}):
+            raise ValueError(f"training state {path} lacks its step/optimizer/RNG metadata; it was not written by "
+                             f"TrainLoop.save_state")
         self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
