@@ -9,8 +9,6 @@ The command line is robolearn.commands.collect (`robolearn collect --task lift -
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +62,10 @@ def _open_for_resume(out: Path, task: TaskConfig, attrs: dict[str, Any]) -> Epis
 
 
 def _create(out: Path, task: TaskConfig, fps: float, attrs: dict[str, Any]) -> EpisodeStore:
-    """A new empty store, built under a temporary name and renamed into place so a crash leaves nothing half-made."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.creating-*"):  # left by a run killed while creating
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.with_name(f".{out.name}.creating-{os.getpid()}")
-    EpisodeStore.create(tmp, fps=fps, task=task.name, attrs=attrs)
-    os.replace(tmp, out)
+    """A new empty store, built under a temporary name and renamed into place (EpisodeStore.build), so a crash
+    leaves nothing half-made; episodes are then appended to it one by one."""
+    with EpisodeStore.build(out, fps=fps, task=task.name) as store:
+        store.set_attrs(**attrs)
     return EpisodeStore.open(out, mode="a")
 
 
