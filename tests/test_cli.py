@@ -145,23 +145,21 @@ def test_strict_json_turns_every_non_finite_number_into_null():
                                               "e": [3, "x", None, True]}
 
 
-def test_info_verify_prints_the_report_and_fails_in_one_line_on_a_damaged_store(tmp_path, capsys, monkeypatch):
-    from robolearn.data.store import EpisodeStore, StoreFormatError
+def test_info_verify_reads_every_chunk_and_fails_in_one_line_on_a_damaged_store(tmp_path, capsys):
+    from robolearn.data.store import EpisodeStore
 
-    synthetic_pusht_store(tmp_path / "s.zarr", n_episodes=2, length=5)
-    monkeypatch.setattr(EpisodeStore, "verify", lambda self: {"episodes": 2, "chunks_read": 4}, raising=False)
-    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 0
-    assert "  verified: episodes 2, chunks_read 4" in capsys.readouterr().out
-
-    def damaged(self):
-        raise StoreFormatError(f"{self.path}/state/c/0/0 is damaged: cannot be decoded")
-
-    monkeypatch.setattr(EpisodeStore, "verify", damaged, raising=False)
-    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 2
-    assert capsys.readouterr().err == f"robolearn info: error: {tmp_path / 's.zarr'}/state/c/0/0 is damaged: cannot be decoded\n"
-    monkeypatch.setattr(EpisodeStore, "verify", lambda self: {"episodes": 2, "problems": ["action: 3 of 4 chunks"]},
-                        raising=False)
-    assert main(["info", str(tmp_path / "s.zarr"), "--verify"]) == 2
-    assert "failed verification: action: 3 of 4 chunks" in capsys.readouterr().err
-    assert main(["info", str(tmp_path / "s.zarr")]) == 0  # without --verify nothing is read beyond the record
+    store = synthetic_pusht_store(tmp_path / "s.zarr", n_episodes=2, length=5)
+    assert main(["info", str(store.path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "  verified: every chunk of 2 keys read and decoded (2 episodes, 10 steps)" in out
+    assert "    state            chunks 1" in out
+    assert main(["info", str(store.path)]) == 0  # without --verify only the record is read
     assert "verified" not in capsys.readouterr().out
+    chunk = next(p for p in (store.path / "data" / "state").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"\x00garbled" * 3)
+    assert main(["info", str(store.path), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"robolearn info: error: store {store.path} failed verification (1 problem): - key 'state'")
+    assert "does not decode" in err
+    assert EpisodeStore.open(store.path).n_episodes == 2  # the record itself is intact: only --verify reads the chunk
