@@ -1,4 +1,7 @@
+import hashlib
 import http.server
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -87,7 +90,8 @@ def test_download_unpacks_into_a_subfolder_and_is_found(isolated, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        task = TaskConfig(dataset_url=f"http://127.0.0.1:{server.server_port}/pusht.zip")
+        task = TaskConfig(dataset_url=f"http://127.0.0.1:{server.server_port}/pusht.zip",
+                          dataset_sha256=sha256(tmp_path / "www" / "pusht.zip"))
         store = sources.open_task_store(task, progress=False)
     finally:
         server.shutdown()
@@ -114,3 +118,87 @@ def test_state_and_image_tasks_share_one_import(isolated, monkeypatch):
     second = sources.open_task_store(image_task, progress=False)
     assert second.path == first.path and second.n_episodes == 3
     assert sorted(p.name for p in (isolated / "project" / "datasets").iterdir()) == ["pusht_cchi_v7_replay.episodes.zarr"]
+
+
+# ---------------------------------------------------------------------------------------------- download checks
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def served_zip(tmp_path: Path, members: dict[str, bytes] | None = None) -> Path:
+    """A zip to download through a file:// URL: pusht/pusht_cchi_v7_replay.zarr, or the given raw members."""
+    import zipfile
+
+    archive = tmp_path / "www" / "pusht.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if members is None:
+        _dp_store(tmp_path / "served" / "pusht" / "pusht_cchi_v7_replay.zarr")
+        shutil.make_archive(str(archive.with_suffix("")), "zip", tmp_path / "served")
+    else:
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+    return archive
+
+
+def test_unpinned_download_is_kept_but_not_unpacked(tmp_path):
+    archive = served_zip(tmp_path)
+    dest = tmp_path / "datasets"
+    with pytest.raises(sources.DownloadCheckError) as info:
+        sources.download(archive.as_uri(), dest)
+    digest = sha256(archive)
+    assert str(info.value) == (f"downloaded {archive.as_uri()} to {dest / 'pusht.zip'} but did not unpack it: no "
+                               f"SHA-256 is pinned for it (dataset_sha256). Its SHA-256 is {digest}; once you trust "
+                               f"this file, pin it with the override dataset_sha256={digest}")
+    assert sorted(p.name for p in dest.iterdir()) == ["pusht.zip"]
+    # pinned (any case, stray spaces): the kept archive is checked, reused and unpacked
+    archive.unlink()  # so the download could not happen again
+    assert sources.download(archive.as_uri(), dest, sha256=f" {digest.upper()} ") == dest / "pusht.zip"
+    assert (dest / "pusht" / "pusht_cchi_v7_replay.zarr" / "meta").is_dir()
+    assert sorted(p.name for p in dest.iterdir()) == ["pusht", "pusht.zip"]
+
+
+def test_mismatched_download_is_deleted_naming_both_hashes(tmp_path):
+    archive = served_zip(tmp_path)
+    dest = tmp_path / "datasets"
+    wrong = "0" * 64
+    with pytest.raises(sources.DownloadCheckError) as info:
+        sources.download(archive.as_uri(), dest, sha256=wrong)
+    assert f"has SHA-256 {sha256(archive)} but dataset_sha256 pins {wrong}; it was deleted" in str(info.value)
+    assert list(dest.iterdir()) == []
+    # a stale archive with another hash is downloaded again, not trusted
+    (dest / "pusht.zip").write_bytes(b"old")
+    sources.download(archive.as_uri(), dest, sha256=sha256(archive))
+    assert sha256(dest / "pusht.zip") == sha256(archive) and (dest / "pusht").is_dir()
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil.txt", "pusht/../../evil.txt", "C:/evil.txt",
+                                    "..\\evil.txt"])
+def test_zip_slip_members_are_refused(tmp_path, member):
+    archive = served_zip(tmp_path, {"pusht/ok.txt": b"fine", member: b"evil"})
+    dest = tmp_path / "deep" / "datasets"
+    with pytest.raises(sources.DownloadCheckError, match=rf"holds member {re.escape(repr(member))}, which would be "
+                                                         rf"written outside {re.escape(str(dest))}"):
+        sources.download(archive.as_uri(), dest, sha256=sha256(archive))
+    assert sorted(p.name for p in dest.iterdir()) == ["pusht.zip"]  # nothing unpacked
+    assert not (tmp_path / "deep" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_unpacking_never_replaces_existing_entries(tmp_path):
+    archive = served_zip(tmp_path, {"pusht/new.txt": b"new"})
+    dest = tmp_path / "datasets"
+    (dest / "pusht").mkdir(parents=True)
+    (dest / "pusht" / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=f"unpacking .*pusht.zip would replace {re.escape(str(dest / 'pusht'))}"):
+        sources.download(archive.as_uri(), dest, sha256=sha256(archive))
+    assert [p.name for p in (dest / "pusht").iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == ["pusht", "pusht.zip"]  # no staging folder left
+
+
+def test_open_task_store_passes_the_pin(isolated, tmp_path):
+    archive = served_zip(tmp_path)
+    with pytest.raises(sources.DownloadCheckError, match=f"Its SHA-256 is {sha256(archive)}"):
+        sources.open_task_store(TaskConfig(dataset_url=archive.as_uri()), progress=False)
+    store = sources.open_task_store(TaskConfig(dataset_url=archive.as_uri(), dataset_sha256=sha256(archive)),
+                                    progress=False)
+    assert store.n_episodes == 3

@@ -7,13 +7,15 @@ simulator: a command that wants missing demonstrations collected passes the coll
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from robolearn.data.store import EpisodeStore, StoreFormatError
 from robolearn.paths import DATA_ENV_VAR as ENV_VAR
@@ -51,22 +53,72 @@ def find_import(dataset: str) -> Path | None:
     return path if path.exists() else None
 
 
-def download(url: str, dest_dir: Path, timeout: float = 30.0) -> Path:
-    """Download and unpack a zip; raises a clear error where there is no network."""
+class DownloadCheckError(ValueError):
+    """A downloaded archive that is not unpacked: its SHA-256 is not the pinned one, or nothing is pinned."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest_dir: Path, timeout: float = 30.0, sha256: str | None = None) -> Path:
+    """Download a zip, check it against the pinned SHA-256 (a task's `dataset_sha256`) and unpack it.
+
+    Nothing is unpacked unchecked: a mismatch deletes the download; without a pin the archive is kept, not
+    unpacked, and the error gives its hash so the user can pin it once they trust the file. An archive already
+    downloaded with the pinned hash is reused. Raises ConnectionError where the download fails."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    archive = dest_dir / Path(url).name
-    tmp = archive.with_suffix(archive.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        raise ConnectionError(f"could not download {url}: {err}") from err
-    os.replace(tmp, archive)
+    archive = dest_dir / Path(urllib.parse.urlparse(url).path).name
+    want = (sha256 or "").strip().lower()
+    if not (want and archive.is_file() and _sha256(archive) == want):
+        tmp = archive.with_name(f".{archive.name}.part-{os.getpid()}")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, OSError) as err:
+            tmp.unlink(missing_ok=True)
+            raise ConnectionError(f"could not download {url}: {err}") from err
+        got = _sha256(tmp)
+        if want and got != want:
+            tmp.unlink()
+            raise DownloadCheckError(f"the download of {url} has SHA-256 {got} but dataset_sha256 pins {want}; it "
+                                     f"was deleted and nothing was unpacked (a damaged or different file: try again, "
+                                     f"or check where the pin came from)")
+        os.replace(tmp, archive)
+        if not want:
+            raise DownloadCheckError(f"downloaded {url} to {archive} but did not unpack it: no SHA-256 is pinned for "
+                                     f"it (dataset_sha256). Its SHA-256 is {got}; once you trust this file, pin it "
+                                     f"with the override dataset_sha256={got}")
     if archive.suffix == ".zip":
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(dest_dir)
+        _unpack_zip(archive, dest_dir)
     return archive
+
+
+def _unpack_zip(archive: Path, dest_dir: Path) -> None:
+    """Unpack beside the archive through a staging folder, refusing members that would land outside `dest_dir`
+    (absolute paths, `..`: "zip slip") and top-level entries that already exist there."""
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise DownloadCheckError(f"{archive} holds member {name!r}, which would be written outside "
+                                         f"{dest_dir} (absolute path or '..'); refusing to unpack it")
+        staging = dest_dir / f".{archive.name}.unpacking-{os.getpid()}"
+        try:
+            zf.extractall(staging)
+            entries = sorted(staging.iterdir())
+            clash = [dest_dir / e.name for e in entries if (dest_dir / e.name).exists()]
+            if clash:
+                raise FileExistsError(f"unpacking {archive} would replace {clash[0]}; move it away (or unpack "
+                                      f"the archive yourself) and try again")
+            for entry in entries:
+                os.rename(entry, dest_dir / entry.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, allow_download: bool = True,
@@ -82,7 +134,7 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
         return make_missing(task, datasets_dir() / task.dataset)
     if source is None and allow_download and task.dataset_url:
         try:
-            download(task.dataset_url, datasets_dir())
+            download(task.dataset_url, datasets_dir(), sha256=task.dataset_sha256 or None)
         except ConnectionError as err:
             raise FileNotFoundError(_not_found_message(task, err)) from err
         source = find_source(task)
