@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from robolearn.hal.rig import HARDWARE_DIR, RigError, _calibration_value, available_rigs, load_rig, parse_rig
+from robolearn.hal.rig import RigError, _calibration_value, available_rigs, load_rig, parse_rig
+from robolearn.paths import hardware_dir
 
-RIG_FILES = sorted(HARDWARE_DIR.glob("*.yaml"))
+RIG_FILES = sorted(hardware_dir().glob("*.yaml"))
 REAL_RIGS = ["ur5e", "so100", "franka_panda"]
-SIM = yaml.safe_load((HARDWARE_DIR / "sim_arm.yaml").read_text())
+SIM = yaml.safe_load((hardware_dir() / "sim_arm.yaml").read_text())
 
 
 def test_the_four_rigs_exist():

@@ -14,11 +14,12 @@ from robolearn.control.session_keys import DEFAULT_KEYS, EventQueue, SessionEven
 from robolearn.control.teleop_runner import TeleopRunner
 from robolearn.data.store import EpisodeStore
 from robolearn.hal.drivers.keyboard_teleop import KEY_BINDINGS
-from robolearn.hal.rig import HARDWARE_DIR, parse_rig
+from robolearn.hal.rig import parse_rig
 from robolearn.hal.robot import RobotLimits
 from robolearn.hal.robot_env import make_robot_spec
 from robolearn.hal.safety import RobotHalted
 from robolearn.hal.teleop import TeleopCommand
+from robolearn.paths import hardware_dir
 from robolearn.policies.checkpoint import save_policy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 
@@ -28,7 +29,7 @@ HZ = 20
 
 def rig_dict(**changes):
     """The sim_arm rig at 20 Hz without cameras (cheap on a CI machine), episodes of 10 steps."""
-    raw = yaml.safe_load((HARDWARE_DIR / "sim_arm.yaml").read_text())
+    raw = yaml.safe_load((hardware_dir() / "sim_arm.yaml").read_text())
     raw["cameras"] = {}
     raw["robot"]["kwargs"]["camera_names"] = []
     raw["control_hz"] = HZ

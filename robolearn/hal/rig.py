@@ -29,9 +29,9 @@ from robolearn.env import EnvSpec
 from robolearn.hal.camera import Camera
 from robolearn.hal.robot import Robot, RobotLimits
 from robolearn.hal.robot_env import ACTION_MODES, RobotEnv, SafetyConfig, make_robot_spec
+from robolearn.paths import hardware_dir
 from robolearn.registry import CAMERAS, ROBOTS, Registry, UnknownNameError
 
-HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
 INSTALL_HINT = "hardware drivers need their vendor SDKs: pip install 'robolearn[hardware]'"
 _TOP_KEYS = {"name", "description", "robot", "control_hz", "command_hz", "limits", "home", "cameras", "calibration",
              "action_mode", "task", "safety", "gripper_half_open_m"}
@@ -218,7 +218,7 @@ def rig_path(path_or_name: str | Path) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"rig file {path} does not exist")
         return path
-    for folder in (Path.cwd() / "hardware", HARDWARE_DIR):
+    for folder in (Path.cwd() / "hardware", hardware_dir()):
         candidate = folder / f"{path_or_name}.yaml"
         if candidate.is_file():
             return candidate
@@ -227,7 +227,7 @@ def rig_path(path_or_name: str | Path) -> Path:
 
 
 def available_rigs() -> list[str]:
-    names = {p.stem for folder in (Path.cwd() / "hardware", HARDWARE_DIR) if folder.is_dir() for p in folder.glob("*.yaml")}
+    names = {p.stem for folder in (Path.cwd() / "hardware", hardware_dir()) if folder.is_dir() for p in folder.glob("*.yaml")}
     return sorted(names)
 
 
