@@ -420,3 +420,47 @@ def test_empty_states_are_skipped(tmp_path):
     store = quiet_import(src, tmp_path / "s.zarr")
     assert "sim_state" not in store.keys and store.n_steps == sum(DEMOS.values())
     assert np.array_equal(store.episode(0)["action"], written["demo_0"]["actions"].astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------- checked before writing
+@pytest.mark.parametrize("edit,message", [
+    (lambda a: a.update({"obs/object": np.array([b"x"] * 5, dtype="S1")}),
+     r"f.hdf5: demo_10/obs/object has dtype \|S1; only numeric datasets"),
+    (lambda a: a.update({"actions": a["actions"].astype(np.float32).view(np.uint32).astype("S12")}),
+     r"f.hdf5: demo_10/actions has dtype \|S12; only numeric datasets"),
+    (lambda a: a.update({"actions": a["actions"][:, :6]}),
+     r"f.hdf5: demo_10/actions has per-step shape \(6,\) dtype float32 but demo_0/actions has \(7,\) float32; every "
+     r"demo must store a dataset the same way"),
+    (lambda a: a.update({"obs/agentview_image": a["obs/agentview_image"].astype(np.int16)}),
+     r"demo_10/obs/agentview_image has per-step shape \(12, 10, 3\) dtype int16 but demo_0/obs/agentview_image has "
+     r"\(12, 10, 3\) uint8"),
+])
+def test_dtypes_and_shapes_are_checked_for_every_demo_before_writing(tmp_path, edit, message):
+    def damage(name, arrays):
+        if name == "demo_10":
+            edit(arrays)
+    src, _ = write_robomimic(tmp_path / "f.hdf5", edit=damage)
+    with pytest.raises(StoreFormatError, match=message):
+        quiet_import(src, tmp_path / "s.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.hdf5"]  # refused before any store was begun
+
+
+def test_float64_and_float32_demos_import_alike(tmp_path):
+    """Both become float32 in the store, so a file mixing them is consistent (kept apart with keep_dtypes)."""
+    def mix(name, arrays):
+        if name == "demo_10":
+            arrays["actions"] = arrays["actions"].astype(np.float32)
+    src, written = write_robomimic(tmp_path / "f.hdf5", edit=mix)
+    assert quiet_import(src, tmp_path / "s.zarr").specs["action"].dtype == "float32"
+    with pytest.raises(StoreFormatError, match=r"demo_10/actions has per-step shape \(7,\) dtype float32 but "
+                                               r"demo_0/actions has \(7,\) float64"):
+        quiet_import(src, tmp_path / "t.zarr", keep_dtypes=True)
+
+
+def test_undocumented_string_datasets_are_left_out_with_a_warning(tmp_path):
+    def label(name, arrays):
+        arrays["language"] = np.array([b"pick the cube"] * len(arrays["actions"]), dtype="S13")
+    src, _ = write_robomimic(tmp_path / "f.hdf5", edit=label)
+    with pytest.warns(UserWarning, match=r"f.hdf5: \['language'\] are not numeric \(a store holds numbers only\); not imported"):
+        store = quiet_import(src, tmp_path / "s.zarr")
+    assert "language" not in store.keys and store.n_episodes == 5

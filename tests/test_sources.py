@@ -81,8 +81,6 @@ def test_failed_download_is_reported_with_the_reason(isolated):
 
 
 def test_download_unpacks_into_a_subfolder_and_is_found(isolated, tmp_path):
-    import shutil
-
     served = tmp_path / "served"
     _dp_store(served / "pusht" / "pusht_cchi_v7_replay.zarr")
     shutil.make_archive(str(tmp_path / "www" / "pusht"), "zip", served)

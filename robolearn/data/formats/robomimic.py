@@ -237,7 +237,8 @@ class _Layout:
     obs: list[str]
     next_obs: bool
     arrays: dict[str, str]  # dataset path inside a demo -> store key (observations excluded)
-    ignored: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # without one row per step in every demo
+    non_numeric: list[str] = field(default_factory=list)  # e.g. language strings
 
 
 def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, next_obs: str,
@@ -248,6 +249,7 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
     has_next = False
     candidates: dict[str, int] = {}  # undocumented path -> demos where it has one row per step
     seen: set[str] = set()
+    non_numeric: set[str] = set()
     for index, name in enumerate(demos):
         group = data[name]
         actions = group.get("actions")
@@ -298,6 +300,8 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
         for path, dataset in paths.items():
             if path.split("/")[0] not in _DOCUMENTED:
                 seen.add(path)  # imported only when numeric with one row per step in every demo
+                if dataset.dtype.kind not in "biuf":
+                    non_numeric.add(path)
                 fits = _rows(dataset) == steps and dataset.dtype.kind in "biuf"
                 candidates[path] = candidates.get(path, 0) + fits
                 if fits:
@@ -311,7 +315,7 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
     if clash:
         raise StoreFormatError(f"{source}: datasets map to the same store keys {clash} (obs keys keep their names, "
                                f"actions -> action, a/b -> a.b); import with obs_keys=... to leave observations out")
-    return _Layout(demos, first_obs, has_next, arrays, sorted(seen - set(extras)))
+    return _Layout(demos, first_obs, has_next, arrays, sorted(seen - set(extras) - non_numeric), sorted(non_numeric))
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -390,6 +394,9 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
         _check_total(data, demos, source)
         if layout.ignored:
             warnings.warn(f"{source}: {layout.ignored} do not have one row per step in every demo; not imported",
+                          stacklevel=2)
+        if layout.non_numeric:
+            warnings.warn(f"{source}: {layout.non_numeric} are not numeric (a store holds numbers only); not imported",
                           stacklevel=2)
         attrs: dict[str, Any] = {"imported_from": str(source.resolve()), "format": "robomimic",
                                  "env_args": env_args, "masks": sorted(masks)}
