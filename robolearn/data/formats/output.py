@@ -115,6 +115,8 @@ def building(dest: str | os.PathLike, *, overwrite: bool, owned: Callable[[Path]
     `owned(dest)` says it is a `kind` (the format being written); anything else is an error naming it. On an
     exception the temporary output is removed and `dest` is untouched."""
     dest = Path(dest)
+    if dest.parent.is_dir():
+        _clean_stale(dest)  # first: an old output moved aside by a killed build comes back before the checks
     if dest.exists() and not _is_empty_dir(dest):
         if not overwrite:
             raise FileExistsError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it")
@@ -122,7 +124,6 @@ def building(dest: str | os.PathLike, *, overwrite: bool, owned: Callable[[Path]
             raise ValueError(f"{dest} exists and is not a {kind}; refusing to replace it. Choose another "
                              f"destination, or move it away yourself if it is not needed")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(dest)
     tmp = _sibling(dest, PARTIAL)
     try:
         yield tmp
