@@ -205,5 +205,6 @@ def test_eval_record_keeps_every_episode_as_evaluated_and_refuses_another_tasks_
     assert {"state", "action", "reward", "timestamp"} <= set(store.keys)
     other = EpisodeStore.create(tmp_path / "other.zarr", fps=10, task="pusht")
     other.append_episode({"state": np.zeros((2, 2), np.float32)})
+    other.close()  # one writer per store: release it for the evaluation to try
     assert main(["eval", str(files["policy"]), "--episodes", "1", "--record", str(other.path)]) == 2
     assert "holds episodes of task 'pusht', not 'particle'" in capsys.readouterr().err

@@ -123,6 +123,7 @@ def test_collect_records_teleoperated_episodes_with_timestamps_and_resumes(tmp_p
     teleop = ScriptedTeleop((0.1, 0.0, 0.0, 0.0, 0.0, 0.0))
     summary = collect_teleop(rig, out, teleop, EventQueue(), n_episodes=2, wait_for_start=False, message=lambda m: None)
     assert summary.saved == [0, 1] and not teleop.connected
+    EpisodeStore.open(out, mode="a").close()  # the session released its write lock when it ended
     store = EpisodeStore.open(out)
     assert store.n_episodes == 2 and list(store.episode_lengths) == [10, 10] and store.fps == HZ
     assert store.attrs["rig"] == "sim_arm" and store.attrs["action_mode"] == "ee_delta"

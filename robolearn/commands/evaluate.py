@@ -96,9 +96,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         task, extras["imagination"] = imagined_task(policy, task, args.imagine, args.initial_observations, args.device)
     execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps)
     record = rollout_store(args.record, task, args.checkpoint) if args.record is not None else None
-    report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
-                      n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes,
-                      progress=not args.json, execution=execution, record=record)
+    try:
+        report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
+                          n_workers=args.n_workers, video_path=args.video, video_episodes=args.video_episodes,
+                          progress=not args.json, execution=execution, record=record)
+    finally:
+        if record is not None:
+            record.close()  # the write lock goes now, not when the handle is collected
     if "steering" in extras:  # what steering costs: one batched decision of K candidates, scored
         extras["steering"]["latency_ms_per_decision"] = report.inference_ms_per_chunk
     if args.json:
@@ -118,6 +122,7 @@ def rollout_store(path: Path, task: Any, checkpoint: Path) -> Any:
     if path.exists() and any(path.iterdir()):
         store = EpisodeStore.open(path, mode="a")
         if store.task != task.name:
+            store.close()
             raise ValueError(f"{path} holds episodes of task {store.task!r}, not {task.name!r}; record into another store")
         return store
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,7 @@ def open_rig_store(out: Path, rig: Rig, spec: EnvSpec, source: str) -> EpisodeSt
              "action_meaning": spec.action_meaning}
     if not (out.exists() and any(out.iterdir())):
         out.parent.mkdir(parents=True, exist_ok=True)
-        EpisodeStore.create(out, fps=rig.control_hz, task=spec.name, attrs=attrs)
-        return EpisodeStore.open(out, mode="a")
+        return EpisodeStore.create(out, fps=rig.control_hz, task=spec.name, attrs=attrs)  # writable, locked
     store = EpisodeStore.open(out, mode="a")
     have = store.attrs
     problems = [f"its {key} is {have[key]!r}, this rig's is {attrs[key]!r}"
@@ -78,6 +77,7 @@ def open_rig_store(out: Path, rig: Rig, spec: EnvSpec, source: str) -> EpisodeSt
     if store.fps is not None and float(store.fps) != float(rig.control_hz):
         problems.append(f"it was recorded at {store.fps} Hz, this rig runs at {rig.control_hz} Hz")
     if problems:
+        store.close()
         raise ValueError(f"cannot add to {out}: {'; '.join(problems)}. Record into another store.")
     return store
 
@@ -130,6 +130,7 @@ def collect_teleop(rig: Rig, out: Path, teleop: Teleop, events: EventSource, n_e
                    wait_for_start: bool, clock: Clock | None = None, message: Message = print) -> SessionSummary:
     """Teleoperated demonstrations into `out`, one saved episode per operator start/stop; resumable."""
     env = rig.build_env(connect=False)
+    store = None
     try:
         store = open_rig_store(out, rig, env.spec, source=f"teleop ({teleop.name})")
         recorder = EpisodeRecorder(store, obs_keys=list(env.spec.obs), meta={"rig": rig.name, "teleop": teleop.name})
@@ -140,6 +141,8 @@ def collect_teleop(rig: Rig, out: Path, teleop: Teleop, events: EventSource, n_e
     finally:
         teleop.disconnect()
         env.close()
+        if store is not None:
+            store.close()  # the write lock goes with the session
 
 
 def deploy(rig: Rig, policy: Policy, n_episodes: int, events: EventSource, wait_for_start: bool,
@@ -147,7 +150,7 @@ def deploy(rig: Rig, policy: Policy, n_episodes: int, events: EventSource, wait_
            clock: Clock | None = None, message: Message = print) -> SessionSummary:
     """Run `policy` on the robot for `n_episodes` episodes, optionally recording them into `record`."""
     env = rig.build_env(connect=False)
-    runner = None
+    runner = store = None
     try:
         check_policy_fits(policy.config, env.spec)
         store = open_rig_store(record, rig, env.spec, source="policy rollouts") if record is not None else None
@@ -165,6 +168,8 @@ def deploy(rig: Rig, policy: Policy, n_episodes: int, events: EventSource, wait_
         if callable(close):
             close()
         env.close()
+        if store is not None:
+            store.close()
 
 
 def replay(rig: Rig, store_path: Path, episode: int, clock: Clock | None = None) -> EpisodeResult:
