@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import zarr

@@ -129,7 +129,7 @@ def remove_stale_builds(path: Path) -> list[Path]:
     A leftover is removed only when its pid is not alive here and nobody holds its lock; an `.old` store is kept
     while `path` does not exist (it is then the only complete copy: rename it back to recover)."""
     removed = []
-    for sibling in path.parent.glob(f".{glob_escape(path.name)}.*-*"):
+    for sibling in path.parent.glob(f".{_glob_escape(path.name)}.*-*"):
         m = _STALE.match(sibling.name)
         if not m or m["name"] != path.name or _pid_alive(int(m["pid"])):
             continue
@@ -148,7 +148,7 @@ def remove_stale_builds(path: Path) -> list[Path]:
     return removed
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 

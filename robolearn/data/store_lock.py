@@ -62,22 +62,6 @@ class StoreLock:
         self.release()
 
 
-def is_locked(store: str | os.PathLike) -> bool:
-    """Whether some handle holds the store's write lock now (without taking it for longer than the test)."""
-    path = Path(store) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def read_holder(store: str | os.PathLike) -> dict[str, Any] | None:
     try:
         return json.loads((Path(store) / LOCK_NAME).read_text())
