@@ -66,3 +66,19 @@ def check_counts(config: Any, minimums: Mapping[str, int | float], where: str) -
                 for name, low in minimums.items() if not getattr(config, name) >= low]
     if problems:
         raise ValueError(f"{where}: {'; '.join(problems)}")
+
+
+def check_device(name: str | None, option: str) -> None:
+    """Refuse a torch device this machine does not have before any work (torch's own errors are RuntimeErrors or
+    tracebacks from deep inside a model's .to())."""
+    import torch
+
+    from robolearn.device import resolve_device
+
+    label = f"{option}{name!r}" if option.endswith("=") else f"{option} {name!r}"  # device='x' or --device 'x'
+    try:
+        device = resolve_device(name)
+    except RuntimeError as err:
+        raise ValueError(f"{label}: {err}") from err
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{label}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robolearn.commands.arguments import EXECUTION_MODES, add_rig_argument, positive_int
+from robolearn.commands.arguments import EXECUTION_MODES, add_rig_argument, check_device, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from robolearn.policies.checkpoint import load_policy
 
     def job() -> int:
-        execution = ChunkExecution(mode=args.execution)  # a bad mode is refused before the robot is touched
+        execution = ChunkExecution(mode=args.execution)  # a bad mode or device is refused before the robot is touched
+        check_device(args.device, "--device")
         rig = load_rig(args.rig)
         policy = load_policy(args.checkpoint, device=args.device)
         with terminal_events() as (events, interactive):

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from robolearn.commands.arguments import EXECUTION_MODES, non_negative_int, positive_int
+from robolearn.commands.arguments import EXECUTION_MODES, check_device, non_negative_int, positive_int
 from robolearn.config_files import with_overrides
 from robolearn.env import observation_mismatches
 
@@ -86,6 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (args.delay_steps is not None or args.blend_steps is not None) and args.execution != "rtc":
         raise ValueError("--delay-steps and --blend-steps only apply with --execution rtc")
     critic_path = parse_steer(args.steer) if args.steer is not None else None
+    check_device(args.device, "--device")
     policy = load_policy(args.checkpoint, device=args.device if args.device != "auto" else None)
     task = load_task(args.checkpoint)
     policy.config = with_overrides(policy.config, args.set)

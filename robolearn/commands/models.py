@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from robolearn.commands.arguments import check_counts
+from robolearn.commands.arguments import check_counts, check_device
 from robolearn.config_files import model_config, task_by_name
 
 # the smallest value each count of CriticConfig / WorldModelConfig may take (0 steps: an untrained model)
@@ -45,6 +45,7 @@ def build_config(config_class: type, values: dict[str, Any], group: str, args: a
 
     config = dataclass_from_dict(config_class, values, f"configs/{group}/{args.config}.yaml with overrides")
     check_counts(config, MODEL_COUNTS, f"{config_class.__name__}")
+    check_device(config.device, "device=")
     config.log_every = max(1, min(config.log_every, config.steps))  # so the last record is the final losses
     return config
 

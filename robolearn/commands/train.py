@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from robolearn.commands.arguments import check_counts
+from robolearn.commands.arguments import check_counts, check_device
 from robolearn.config_files import compose
 
 # the smallest value each count of TrainConfig may take (0 steps: a checkpoint of the untrained policy)
@@ -30,6 +30,7 @@ def load_run(config_name: str, overrides: Sequence[str]):
 
     run = RunConfig.from_dict(compose(config_name, overrides))
     check_counts(run.train, TRAIN_COUNTS, "train")
+    check_device(run.train.device, "train.device=")
     return run
 
 
