@@ -152,7 +152,8 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert store.n_episodes == 1 and store.episode_meta(0)["seed"] == 4
     assert main(["collect", "--task", "no_such_task", "--no-progress"]) == 2
     assert "cannot load task 'no_such_task'" in capsys.readouterr().err
-    assert main(["collect", "--task", "lift", "--episodes", "2", "--out", str(out), "--action-mode", "absolute", "--no-progress"]) == 2
+    assert main(["collect", "--task", "lift", "--episodes", "2", "--out", str(out), "--action-mode", "absolute",
+                 "--no-progress"]) == 2
     assert "action_mode is 'delta'" in capsys.readouterr().err
     monkeypatch.setenv(paths.DATA_ENV_VAR, str(tmp_path))
     assert default_out("lift", "delta", "delta") == tmp_path / "lift_scripted.episodes.zarr"

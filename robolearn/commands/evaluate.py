@@ -142,8 +142,8 @@ def parse_steer(spec: str) -> Path:
 
 def steer(policy: Any, critic_path: Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The policy wrapped in a SteeredPolicy with the critic at `critic_path`, and the settings for the report."""
-    from robolearn.models.critic import load_critic
     from robolearn.eval.steering import SteeredPolicy
+    from robolearn.models.critic import load_critic
 
     critic = load_critic(critic_path, device=policy.device)
     k, mode = 16 if args.k is None else args.k, args.steer_mode or "argmax"
