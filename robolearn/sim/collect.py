@@ -56,6 +56,7 @@ def _open_for_resume(out: Path, task: TaskConfig, attrs: dict[str, Any]) -> Epis
         if key in have and have[key] != attrs[key]:
             problems.append(f"its {key} is {have[key]!r}, this run's is {attrs[key]!r}")
     if problems:
+        store.close()  # release the writer's lock: the user may fix the command and run it again at once
         raise ValueError(f"cannot continue the collection in {out}: {'; '.join(problems)}. "
                          f"Choose another --out, or delete {out} to start over.")
     return store
@@ -110,21 +111,22 @@ def collect(task: TaskConfig, n_episodes: int, out: Path, expert: str = "scripte
         policy = _make_expert(expert, env, expert_options)
         attrs = _store_attrs(task, env, expert, seed_start, expert_options)
         resume = out.exists() and any(out.iterdir())
-        store = _open_for_resume(out, task, attrs) if resume else _create(out, task, env.spec.control_hz, attrs)
-        done = store.n_episodes
-        failed = sum(not store.episode_meta(i).get("success", False) for i in range(done))
-        bar = tqdm(total=n_episodes, initial=min(done, n_episodes), desc=f"collect {task.name}", unit="ep",
-                   disable=not progress)
-        for i in range(done, n_episodes):
-            data, meta = run_episode(env, policy, seed_start + i)
-            store.append_episode(data, expert=expert, **meta)
-            failed += not meta["success"]
-            bar.update(1)
-            bar.set_postfix(failed=failed, steps=len(data["action"]))
-        bar.close()
+        # the writer's lock is held until the last episode is in, and released even if the expert crashes
+        with _open_for_resume(out, task, attrs) if resume else _create(out, task, env.spec.control_hz, attrs) as store:
+            done = store.n_episodes
+            failed = sum(not store.episode_meta(i).get("success", False) for i in range(done))
+            bar = tqdm(total=n_episodes, initial=min(done, n_episodes), desc=f"collect {task.name}", unit="ep",
+                       disable=not progress)
+            for i in range(done, n_episodes):
+                data, meta = run_episode(env, policy, seed_start + i)
+                store.append_episode(data, expert=expert, **meta)
+                failed += not meta["success"]
+                bar.update(1)
+                bar.set_postfix(failed=failed, steps=len(data["action"]))
+            bar.close()
+            total = store.n_episodes
     finally:
         env.close()
-    total = store.n_episodes
     if progress:
         print(f"{out}: {total} episodes, {total - failed} successful, {failed} failed (kept, success=False)")
     return EpisodeStore.open(out)

@@ -188,13 +188,14 @@ def scripted_demos(n_episodes: int, seed: int = 0, env: ParticleEnv | None = Non
 
 def make_particle_store(path: str | os.PathLike, n_episodes: int = 200, seed: int = 0, noise: float = 0.0,
                         lookahead: float | None = None, overwrite: bool = False) -> EpisodeStore:
-    """Write `scripted_demos` to a new EpisodeStore; each episode's metadata names the goal it went to."""
+    """Write `scripted_demos` to a new EpisodeStore (built under a temporary name, so an interrupted run leaves
+    nothing); each episode's metadata names the goal it went to. Returns the finished store, opened to read."""
     env = ParticleEnv()
-    store = EpisodeStore.create(path, fps=env.spec.control_hz, task="particle", overwrite=overwrite,
-                                attrs={"goals": env.goals.tolist(), "seed": seed, "noise": noise,
-                                       "lookahead": lookahead})
-    for demo in scripted_demos(n_episodes, seed, env, noise, lookahead):
-        final = demo["action"][-1].astype(np.float64)
-        goal = int(np.argmin(np.linalg.norm(env.goals - final, axis=1)))
-        store.append_episode(demo, source="scripted", goal=goal)
-    return store
+    with EpisodeStore.build(path, replace=overwrite, fps=env.spec.control_hz, task="particle",
+                            attrs={"goals": env.goals.tolist(), "seed": seed, "noise": noise,
+                                   "lookahead": lookahead}) as store:
+        for demo in scripted_demos(n_episodes, seed, env, noise, lookahead):
+            final = demo["action"][-1].astype(np.float64)
+            goal = int(np.argmin(np.linalg.norm(env.goals - final, axis=1)))
+            store.append_episode(demo, source="scripted", goal=goal)
+    return EpisodeStore.open(path)
