@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from robolearn.commands.arguments import check_counts, check_device
+from robolearn.commands.arguments import check_device
 from robolearn.config_files import compose
-
-# the smallest value each count of TrainConfig may take (0 steps: a checkpoint of the untrained policy)
-TRAIN_COUNTS = {"steps": 0, "time_budget_min": 0, "batch_size": 1, "warmup_steps": 0, "num_threads": 0,
-                "log_every": 1, "checkpoint_every": 1, "eval_every": 0, "eval_episodes": 1, "final_eval_episodes": 0,
-                "eval_envs": 1, "eval_workers": 0, "video_episodes": 0}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,11 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_run(config_name: str, overrides: Sequence[str]):
-    """The composed run config, its counts checked before anything is built or collected."""
+    """The composed run config (TrainConfig checks its counts) and its device, before anything is built or collected."""
     from robolearn.train import RunConfig
 
     run = RunConfig.from_dict(compose(config_name, overrides))
-    check_counts(run.train, TRAIN_COUNTS, "train")
     check_device(run.train.device, "train.device=")
     return run
 

@@ -61,6 +61,16 @@ class TrainConfig:
     eval_workers: int = 0  # worker processes stepping them (0: in this process)
     video_episodes: int = 4
 
+    def __post_init__(self) -> None:
+        # checked before anything is built or collected (0 steps: a checkpoint of the untrained policy)
+        minimums = {"steps": 0, "time_budget_min": 0, "batch_size": 1, "warmup_steps": 0, "num_threads": 0,
+                    "log_every": 1, "checkpoint_every": 1, "eval_every": 0, "eval_episodes": 1,
+                    "final_eval_episodes": 0, "eval_envs": 1, "eval_workers": 0, "video_episodes": 0}
+        problems = [f"{name} must be >= {low}, got {getattr(self, name)!r}" for name, low in minimums.items()
+                    if not getattr(self, name) >= low]
+        if problems:
+            raise ValueError("; ".join(problems))
+
 
 @dataclass
 class RunConfig:
