@@ -32,9 +32,9 @@ import yaml
 
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec
-from robolearn.models.critic import CriticConfig, load_critic, save_critic, train_critic
 from robolearn.eval.rollout import evaluate
 from robolearn.eval.steering import SteeredPolicy
+from robolearn.models.critic import CriticConfig, load_critic, save_critic, train_critic
 from robolearn.policies.base import Policy
 from robolearn.policies.checkpoint import load_policy
 from robolearn.task import TaskConfig
@@ -45,9 +45,9 @@ STAGES = ("collect", "train", "critic", "eval")
 
 # ---------------------------------------------------------------------------------------------- data
 def lift_task() -> TaskConfig:
-    from robolearn.cli import compose
+    from robolearn.config_files import task_by_name
 
-    return TaskConfig(**compose("train", ["task=lift"])["task"])
+    return task_by_name("lift")
 
 
 def ensure_collected(task: TaskConfig, out: Path, n: int, expert: str, seed: int,
