@@ -10,9 +10,9 @@ from scipy.spatial.transform import Rotation
 
 from robolearn.env import Env
 from robolearn.hal.camera import Frame
+from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
 from robolearn.hal.robot_env import RobotEnv, SafetyConfig, make_robot_spec
 from robolearn.hal.safety import RobotHalted
-from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
 
 LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_eef_rotvec", "robot0_joint_pos", "robot0_joint_vel",
            "robot0_gripper", "robot0_gripper_qpos"]

@@ -35,8 +35,16 @@ from scipy.spatial.transform import Rotation
 from robolearn.env import ArraySpec, EnvSpec, Observation
 from robolearn.hal.camera import Camera
 from robolearn.hal.robot import Robot, RobotLimits
-from robolearn.hal.safety import (BLOCKED, REJECTED, RobotHalted, SafeRobot, Watchdog, command_array, finite_rotation,
-                                  positive_finite)
+from robolearn.hal.safety import (
+    BLOCKED,
+    REJECTED,
+    RobotHalted,
+    SafeRobot,
+    Watchdog,
+    command_array,
+    finite_rotation,
+    positive_finite,
+)
 
 ACTION_MODES = ("ee_delta", "ee_absolute", "joint")
 IMAGE_SUFFIX = "_image"
