@@ -19,6 +19,17 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
 
 
+def _sample(values: Sequence[float] | np.ndarray, confidence: float, what: str) -> np.ndarray:
+    """The values as a flat float64 array: at least one, all finite."""
+    _check_confidence(confidence)
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError(f"{what} needs at least one value")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} got non-finite values")
+    return x
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion `successes / n`."""
     _check_confidence(confidence)
@@ -38,12 +49,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean with its Student-t confidence interval; the interval is (nan, nan) for a single value."""
-    _check_confidence(confidence)
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("mean_interval needs at least one value")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("mean_interval got non-finite values")
+    x = _sample(values, confidence, "mean_interval")
     mean = float(x.mean())
     if x.size == 1:
         return mean, math.nan, math.nan
@@ -58,12 +64,7 @@ def bootstrap_mean_interval(values: Sequence[float] | np.ndarray, confidence: fl
                             n_resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
     """Mean with a percentile-bootstrap interval, inside [min(values), max(values)] and so inside any bounds the
     values respect; seeded, so a report is reproducible. The interval is (nan, nan) for a single value."""
-    _check_confidence(confidence)
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("bootstrap_mean_interval needs at least one value")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("bootstrap_mean_interval got non-finite values")
+    x = _sample(values, confidence, "bootstrap_mean_interval")
     mean = float(x.mean())
     if x.size == 1:
         return mean, math.nan, math.nan
