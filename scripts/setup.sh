@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up robolearn: a .venv with Python 3.11 and the pinned stack (torch, diffusers, mujoco, robosuite, ...).
-# Safe to run again: it reinstalls only when pyproject.toml changed since the last install.
+# Set up robolearn: a .venv with Python 3.11 and the whole pinned stack: the core plus the simulators, dataset
+# formats and test tools (`.[all,dev]` under scripts/constraints.txt). A core-only install elsewhere is just
+# `pip install .` (README: Install). Safe to run again: it reinstalls only when pyproject.toml or the
+# constraints changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +18,10 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.robolearn-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/constraints.txt -nt "$stamp" ]; then
   echo "setup: installing robolearn and its dependencies into .venv (a few minutes the first time) ..."
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e '.[all,dev]'
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/robolearn)"
