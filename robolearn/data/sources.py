@@ -1,6 +1,7 @@
 """Finding a task's dataset: a path the user gives, $ROBOLEARN_DATA, ./datasets, ../shared/data, or a download.
 
-Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards. The
+Foreign formats are imported once into an EpisodeStore under the datasets folder and reused afterwards; a LeRobot
+dataset (a folder with meta/info.json, or a Hub repo id such as lerobot/pusht[@revision]) too. The
 import is named after the dataset file, not the task: several tasks train on one dataset (Push-T from state and
 from pixels both read pusht_cchi_v7_replay.zarr), and they share one imported copy. Finding data never runs a
 simulator: a command that wants missing demonstrations collected passes the collector in (`make_missing`).
@@ -17,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from robolearn.data.hub import download_lerobot, parse_repo_ref, store_name
 from robolearn.data.store import EpisodeStore, StoreFormatError
 from robolearn.paths import DATA_ENV_VAR as ENV_VAR
 from robolearn.paths import dataset_search_dirs as search_dirs
@@ -129,6 +131,9 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
     existing = find_import(task.dataset) if path is None else None
     if existing is not None:
         return EpisodeStore.open(existing)
+    hub_ref = parse_repo_ref(path) if path is not None else None
+    if hub_ref is not None:  # a LeRobot dataset on the Hugging Face Hub, e.g. dataset_path=lerobot/pusht
+        return _lerobot_import(task, hub_ref, progress)
     source = find_source(task, path)
     if source is None and path is None and task.expert and task.expert_episodes and make_missing is not None:
         return make_missing(task, datasets_dir() / task.dataset)
@@ -143,6 +148,8 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
     try:
         return EpisodeStore.open(source)
     except StoreFormatError:
+        if (source / "meta" / "info.json").is_file():  # a LeRobot dataset folder (lerobot_meta.is_lerobot_dataset)
+            return _lerobot_import(task, source, progress)
         if task.dataset_format != "diffusion_policy":
             raise
     from robolearn.data.formats.diffusion_policy import import_diffusion_policy
@@ -153,6 +160,20 @@ def open_task_store(task: TaskConfig, path: str | os.PathLike | None = None, all
             return EpisodeStore.open(existing)
     return import_diffusion_policy(source, imported_store_path(source.name), task=task.name,
                                    fps=task.spec().control_hz, progress=progress)
+
+
+def _lerobot_import(task: TaskConfig, source: Path | tuple[str, str | None], progress: bool) -> EpisodeStore:
+    """A LeRobot folder or Hub (repo_id, revision), imported once to datasets/<folder name or owner_name[@rev]>."""
+    from robolearn.data.formats.lerobot import import_lerobot
+
+    name = store_name(*source) if isinstance(source, tuple) else source.name
+    dest = datasets_dir() / f"{name}.episodes.zarr"
+    if dest.exists():
+        return EpisodeStore.open(dest)
+    origin = None
+    if isinstance(source, tuple):
+        source, origin = download_lerobot(*source)
+    return import_lerobot(source, dest, task=task.name, progress=progress, origin=origin)
 
 
 def _not_found_message(task: TaskConfig, err: Exception | None = None) -> str:
