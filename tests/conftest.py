@@ -1,5 +1,5 @@
-"""Test-wide settings: one torch thread (small ops are much slower with 2 on these VMs), headless rendering;
-and the real Push-T release imported once per session for every test module that reads it."""
+"""Test-wide settings: one torch thread (small ops are much slower with 2 on these VMs), headless rendering,
+reproducible property tests; and the real Push-T release imported once per session for every module that reads it."""
 import os
 from pathlib import Path
 
@@ -8,8 +8,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Property tests draw the same cases on every run, so CI is never red by chance; HYPOTHESIS_PROFILE=explore draws
+# new ones (run it by hand to hunt for bugs, then keep what it finds as an example).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PUSHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pusht_cchi_v7_replay.zarr"
 
