@@ -122,3 +122,27 @@ def test_open_for_append_leaves_no_lock_file_in_a_non_store(tmp_path):
     with pytest.raises(ValueError, match="photos is not a zarr group"):
         EpisodeStore.open(folder, mode="a")
     assert list(folder.iterdir()) == []
+
+
+def test_the_command_line_refuses_a_store_another_process_writes(path, tmp_path):
+    """Two real processes through the CLI: `robolearn convert --overwrite` into a store being appended to elsewhere
+    is one line naming the holder, exit 2, and the holder's episodes are untouched."""
+    import zarr as zarr_module
+
+    source = tmp_path / "replay.zarr"
+    group = zarr_module.open_group(source, mode="w", zarr_format=2)
+    group.require_group("data").create_array("x", shape=(6, 2), dtype=np.float32)[:] = np.ones((6, 2), np.float32)
+    group.require_group("meta").create_array("episode_ends", shape=(1,), dtype=np.int64)[:] = [6]
+    proc = start_holder(path)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([sys.executable, "-m", "robolearn.cli", "convert", str(source), str(path), "--overwrite"],
+                              capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("robolearn convert: error: store ") and f"being written by pid {proc.pid}" in lines[0]
+    store = EpisodeStore.open(path)
+    assert store.n_episodes == 2 and store.read("x")[-1, 0] == 7.0
