@@ -127,10 +127,8 @@ def test_open_for_append_leaves_no_lock_file_in_a_non_store(tmp_path):
 def test_the_command_line_refuses_a_store_another_process_writes(path, tmp_path):
     """Two real processes through the CLI: `robolearn convert --overwrite` into a store being appended to elsewhere
     is one line naming the holder, exit 2, and the holder's episodes are untouched."""
-    import zarr as zarr_module
-
     source = tmp_path / "replay.zarr"
-    group = zarr_module.open_group(source, mode="w", zarr_format=2)
+    group = zarr.open_group(source, mode="w", zarr_format=2)
     group.require_group("data").create_array("x", shape=(6, 2), dtype=np.float32)[:] = np.ones((6, 2), np.float32)
     group.require_group("meta").create_array("episode_ends", shape=(1,), dtype=np.int64)[:] = [6]
     proc = start_holder(path)
