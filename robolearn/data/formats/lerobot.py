@@ -9,7 +9,7 @@ Mapping (datasets/README.md, "LeRobot datasets"):
 - LeRobot's bookkeeping columns are checked and not stored: `timestamp` (on the 1/fps grid within 1e-4 s),
   `frame_index` (0..length-1), `episode_index`, `index`; `task_index` becomes the episode's task text
   (episode metadata `task`, and `tasks`, the episode table's list) and is stored per step as the key
-  `task_index` only where it changes within an episode; `string` features are kept per episode in metadata;
+  `task_index` (in every episode) when it changes within any episode; `string` features are kept per episode in metadata;
 - store attrs `lerobot`: codebase_version, fps, robot_type, the info.json features, the task table, the source.
 
 Everything is checked before the store is created except the video frames, which are decoded while it is built;
@@ -78,11 +78,13 @@ class _Plan:
         by_file: dict[Path, list[dict[str, Any]]] = {}
         for row in self.rows:
             by_file.setdefault(meta.data_file(self.root, self.info, row), []).append(row)
+        self.per_step_tasks = False
         for path, rows in by_file.items():
-            table = meta.read_parquet(path, columns=None)
-            missing = [c for c in (*self.columns, "episode_index") if c not in table.column_names]
+            names = meta.read_parquet_schema(path).names
+            missing = [c for c in (*self.columns, "episode_index") if c not in names]
             if missing:
                 raise StoreFormatError(f"{path}: no columns {missing}, which info.json's features list")
+            table = meta.read_parquet(path, columns=[c for c in ("episode_index", "task_index") if c in names])
             expected = sum(r["length"] for r in rows)
             if table.num_rows != expected:
                 raise StoreFormatError(f"{path}: has {table.num_rows} rows but the episode table puts {expected} "
@@ -96,6 +98,9 @@ class _Plan:
                 if where[-1] - where[0] + 1 != len(where):
                     raise StoreFormatError(f"{path}: episode {row['episode_index']}'s rows are not together")
                 row["_data"] = (path, int(where[0]))
+                if "task_index" in names:  # a task that changes within an episode is kept per step
+                    tasks = table.column("task_index").slice(int(where[0]), len(where))
+                    self.per_step_tasks |= len(set(tasks.to_pylist())) > 1
 
     def _check_videos(self) -> None:
         checked: set[Path] = set()
@@ -147,7 +152,7 @@ class _Plan:
                 arrays[key] = frames
         task_index = _column(path, table, "task_index") if "task_index" in table.column_names else None
         episode_meta = self._episode_meta(row, path, task_index, strings)
-        if task_index is not None and len(np.unique(task_index)) > 1:
+        if self.per_step_tasks:
             arrays["task_index"] = task_index.astype(np.int64)
         if not arrays:
             raise StoreFormatError(f"{path}: episode {row['episode_index']} has no numeric, image or video features "

@@ -2,7 +2,8 @@
 
 - Store keys become features of the same name (`rename` maps any other way); uint8 (T, H, W, 3) keys become
   `video` features, encoded as LeRobot does (AV1 yuv420p by default, `video_codec="h264"` or "hevc" by choice;
-  lerobot_video.py), many episodes per mp4; every other key a numeric feature in the data parquet files.
+  lerobot_video.py), many episodes per mp4; every other key a numeric feature in the data parquet files (a
+  per-step scalar, shape (), gets LeRobot's shape [1], and an import brings it back as (1,)).
   Names in info.json come from the store's `lerobot` attrs where the store was imported from LeRobot.
 - Each frame's task is the episode's `task` metadata (else the store's task name); a store imported with a
   per-step `task_index` key gets its task table back. Episodes keep their order; frames get timestamps

@@ -268,6 +268,15 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 
+def read_parquet_schema(path: Path) -> pa.Schema:
+    if not path.is_file():
+        raise StoreFormatError(f"{path}: missing")
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise StoreFormatError(f"{path}: not a readable parquet file ({str(err).splitlines()[0]})") from err
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise StoreFormatError(f"{path}: missing")

@@ -77,7 +77,7 @@ class VideoWriter:
         self._stream = self._container.add_stream(ENCODERS[codec][0], rate=self.fps, options=options)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
         self._stream.time_base = Fraction(1, self.fps)
-        self.n_frames = 0
+        self.n_frames, self.bytes_out = 0, 0
 
     def add(self, frames: np.ndarray) -> tuple[float, float]:
         av = _av()
@@ -88,16 +88,21 @@ class VideoWriter:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             video_frame.pts = self.n_frames
             video_frame.time_base = Fraction(1, self.fps)
-            self._container.mux(self._stream.encode(video_frame))
+            self._mux(self._stream.encode(video_frame))
             self.n_frames += 1
         return start / self.fps, self.n_frames / self.fps
 
+    def _mux(self, packets: list) -> None:
+        self.bytes_out += sum(p.size for p in packets)
+        self._container.mux(packets)
+
     def size_bytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+        """Bytes of video encoded so far (the encoder may still hold the last few frames)."""
+        return self.bytes_out
 
     def close(self) -> None:
         if self._container is not None:
-            self._container.mux(self._stream.encode(None))
+            self._mux(self._stream.encode(None))
             self._container.close()
             self._container = None
 
