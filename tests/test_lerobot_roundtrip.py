@@ -148,3 +148,20 @@ def test_cli_round_trip_with_h264(tmp_path, capsys):
     back = EpisodeStore.open(tmp_path / "b.zarr")
     assert back.task == "pusht" and back.n_episodes == 2
     assert main(["convert", str(tmp_path / "lr"), str(tmp_path / "c.zarr"), "--from", "lerobot"]) == 0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["{a}", "{out}", "--video-codec", "h264"], "--video-codec applies to an export to LeRobot (--to lerobot)"),
+    (["{a}", "{out}", "--to", "lerobot", "--revision", "v3.0"], "--revision names the Hub revision of a LeRobot"),
+    (["{lr}", "{out}", "--fps", "30"], "--fps: a LeRobot dataset carries its own fps (meta/info.json)"),
+    (["{lr}", "{out}", "--revision", "v3.0"], "--revision applies to a Hub repo id, and {lr} is a local path"),
+    (["{a}", "{out}", "--revision", "v3.0"], "--revision applies to LeRobot datasets from the Hugging Face Hub"),
+])
+def test_cli_refusals_are_one_line(tmp_path, capsys, argv, says):
+    make_store(tmp_path / "a.zarr", lengths=(3,), camera=False)
+    export_lerobot(tmp_path / "a.zarr", tmp_path / "lr", progress=False)
+    names = {"a": tmp_path / "a.zarr", "lr": tmp_path / "lr", "out": tmp_path / "out"}
+    assert main(["convert", *(arg.format(**names) for arg in argv)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says.format(**names) in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -39,8 +39,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.video_codec is not None and args.to != "lerobot":
         raise ValueError("--video-codec applies to an export to LeRobot (--to lerobot)")
     if args.to is not None:
-        if args.task is not None or args.fps is not None or args.revision is not None:
-            raise ValueError("--task, --fps and --revision describe an import; an export keeps the store's own")
+        if args.task is not None or args.fps is not None:
+            raise ValueError("--task and --fps describe an import; an export keeps the store's own")
+        if args.revision is not None:
+            raise ValueError("--revision names the Hub revision of a LeRobot dataset to import; an export has none")
         out = _export(args.to)(EpisodeStore.open(args.src), args.dst, overwrite=args.overwrite,
                                **({"video_codec": args.video_codec} if args.to == "lerobot" else {}))
         print(f"wrote {args.to} {'dataset' if args.to == 'lerobot' else 'file'} {out}")
