@@ -32,18 +32,25 @@ def run_training(config_name: str, overrides: Sequence[str], resume: bool) -> in
     from robolearn.eval.rollout import format_report
     from robolearn.sim.collect import collect_for_task
     from robolearn.train import Trainer
+    from robolearn.train.distributed import shutdown
 
     run = load_run(config_name, overrides)
-    trainer = Trainer(run, make_missing=collect_for_task)
-    if resume and trainer.resume():
-        print(f"resumed {run.out_dir} at step {trainer.step}")
-    n_params = sum(p.numel() for p in trainer.policy.parameters())
-    print(f"training {type(trainer.policy).__name__} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
-          f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}")
-    report = trainer.fit()
-    print(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"
-          f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min\n"
-          f"  report              {trainer.out / 'report.md'}")
-    if report is not None:
-        print(format_report(report))
+    try:
+        trainer = Trainer(run, make_missing=collect_for_task)
+        say = print if trainer.world.is_main else (lambda *_: None)  # under torchrun rank 0 speaks for all
+        if resume and trainer.resume():
+            say(f"resumed {run.out_dir} at step {trainer.step}")
+        n_params = sum(p.numel() for p in trainer.policy.parameters())
+        ranks = f", {trainer.world.size} ranks" if trainer.world.distributed else ""
+        say(f"training {type(trainer.policy).__name__} ({n_params / 1e6:.1f} M params) on {run.task.name}: "
+            f"{trainer.store.n_episodes} episodes, {len(trainer.windows)} windows, device {trainer.device}{ranks}, "
+            f"precision {trainer.loop.precision}")
+        report = trainer.fit()
+        say(f"\nrun folder: {run.out_dir}\n  checkpoint          {trainer.checkpoint_dir}\n"
+            f"  training            {trainer.step} steps in {trainer.train_seconds / 60:.1f} min\n"
+            f"  report              {trainer.out / 'report.md'}")
+        if report is not None:
+            say(format_report(report))
+    finally:
+        shutdown()  # leave torchrun's process group cleanly (nothing outside torchrun)
     return 0

@@ -137,8 +137,57 @@ class Windows:
             yield to_device(self.gather(order[i:i + batch_size]), device)
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffle of epoch `epoch`: a function of (seed, epoch) alone, the same on every rank and every resume."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class StepBatches:
+    """Endless training batches from step `first_step` on, as numpy dicts; one global batch per step.
+
+    Step k takes global batch k mod B of epoch k // B (B = batches per epoch, the last partial batch dropped) of
+    the seeded shuffle `epoch_order`, and rank r of `world_size` takes the r-th equal share of it. The stream
+    depends only on (seed, global batch size, step): a resumed run continues exactly where it stopped, with any
+    number of ranks, and the ranks' shares of a step are disjoint and together the single-process batch."""
+
+    def __init__(self, windows: Windows, global_batch: int, seed: int, first_step: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} does not split evenly over {world_size} ranks")
+        self.per_epoch = len(windows) // global_batch
+        if self.per_epoch == 0:
+            raise ValueError(f"batch_size {global_batch} exceeds the {len(windows)} windows available")
+        self.windows, self.global_batch, self.seed, self.first_step = windows, global_batch, seed, first_step
+        self.share = global_batch // world_size
+        self.rank = rank
+
+    def indices(self, step: int) -> np.ndarray:
+        """The window indices this rank trains on at `step`."""
+        epoch, i = divmod(step, self.per_epoch)
+        order = epoch_order(len(self.windows), self.seed, epoch)
+        first = i * self.global_batch + self.rank * self.share
+        return order[first:first + self.share]
+
+    def __iter__(self) -> Iterator[dict]:
+        step = self.first_step
+        while True:
+            yield self.windows.gather(self.indices(step))
+            step += 1
+
+
+def to_tensors(batch: dict, pin: bool = False) -> dict:
+    """Numpy batch -> CPU tensors (same dtypes: uint8 images stay uint8), in page-locked memory if `pin`, so
+    their copy to a GPU can run asynchronously (`to_device(..., non_blocking)`)."""
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        return t.pin_memory() if pin else t
+    return {"obs": {k: tensor(v) for k, v in batch["obs"].items()}, "action": tensor(batch["action"])}
+
+
 def to_device(batch: dict, device: torch.device | str) -> dict:
-    """Numpy batch -> tensors on device; non_blocking lets host-to-GPU copies overlap compute."""
-    def move(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    """Numpy or tensor batch -> tensors on device, dtypes kept (uint8 images become floats only there);
+    non_blocking lets host-to-GPU copies of pinned batches overlap compute."""
+    def move(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(device, non_blocking=True)
     return {"obs": {k: move(v) for k, v in batch["obs"].items()}, "action": move(batch["action"])}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from robolearn.control.chunking import ChunkExecution
@@ -88,7 +89,8 @@ class _TimedPolicy:
 def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed: int = DEFAULT_START_SEED,
              n_envs: int = 50, video_path: str | Path | None = None, video_episodes: int = 4,
              sample_seed: int = 0, progress: bool = True, n_workers: int = 0,
-             execution: ChunkExecution | None = None, record: EpisodeStore | None = None) -> EvalReport:
+             execution: ChunkExecution | None = None, record: EpisodeStore | None = None,
+             distributed: bool = False) -> EvalReport:
     """Run `n_episodes` episodes from seeds start_seed.. and summarize them.
 
     n_workers=0 steps the envs in this process; n_workers > 0 spreads them over that many worker processes
@@ -98,83 +100,148 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
     (TaskConfig.on_robot) runs one env on a real-time clock at the rig's rate: episodes take their real duration.
     `record`, a writable store, receives every episode (observations, actions, rewards, timestamps, seed and
     success): rollouts to train world models and critics on.
+
+    Episodes run in batches of `n_envs` (episodes 0..n_envs-1, then the next n_envs, ...), each batch's sampling
+    noise seeded from `sample_seed` and its first episode. `distributed=True`, called by every rank of a
+    torch.distributed process group with the same arguments, gives each rank a contiguous block of these batches
+    and gathers the episodes: every rank returns the report a single process returns with the same arguments
+    (the wall-clock is the slowest rank's; the video, if any, shows the video episodes this rank ran).
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     if n_workers < 0:
         raise ValueError(f"n_workers must be >= 0 (0: step envs in this process), got {n_workers}")
+    if distributed and (record is not None or task.on_robot):
+        raise ValueError("a distributed evaluation cannot record episodes or run on a robot: evaluate in one process")
     policy.eval()
     timed = _TimedPolicy(policy)
-    generator = torch.Generator(device=policy.device).manual_seed(sample_seed)
     n_envs = 1 if task.on_robot else max(1, min(n_envs, n_episodes))
     if task.on_robot and n_workers > 0:
         raise ValueError(f"task {task.name!r} runs on a robot: evaluate it in this process (n_workers=0)")
+    rank, size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    n_batches = -(-n_episodes // n_envs)
+    mine = [i for j in range(n_batches) if j * size // n_batches == rank
+            for i in range(j * n_envs, min((j + 1) * n_envs, n_episodes))]
+    results: dict[int, EpisodeResult] = {}
+    reruns: list[int] = []
+    restarts, spec_hz = 0, 10.0
+    t0 = time.perf_counter()
+    if mine:
+        results, reruns, restarts, spec_hz = _run_episodes(
+            timed, task, mine, n_envs, n_workers, start_seed, sample_seed, execution, record,
+            video_episodes if video_path is not None else 0, progress)
+    wall = time.perf_counter() - t0
+    rows = torch.tensor([_row(i, results[i], task) for i in mine], dtype=torch.float64).reshape(len(mine), len(_ROW))
+    stats = torch.tensor([[timed.total_s, timed.calls, restarts, len(reruns), wall]], dtype=torch.float64)
+    errors = {i: r.final_info["worker_error"] for i, r in results.items() if "worker_error" in r.final_info}
+    if distributed:
+        rows, stats = torch.cat(_gather(rows)), torch.cat(_gather(stats))
+        errors = {int(i): errors.get(int(i), "a worker failed twice (see this rank's log)")
+                  for i, failed in zip(rows[:, 0], rows[:, -1]) if failed}
+    rows = rows[rows[:, 0].argsort()]
+    video = None
+    if video_path is not None and video_episodes > 0:
+        shown = [results[i].frames for i in sorted(results) if i < video_episodes]
+        if shown:
+            video = str(write_video(video_path, tile_frames(shown), fps=spec_hz))
+    return _summarize(task, start_seed, rows, stats, errors, video, (execution or ChunkExecution()).mode)
+
+
+# one row per episode, gathered as float64 (exact for these integers and for the floats' values)
+_ROW = ("episode", "seed", "success", "steps", "max_reward", "score", "worker_error")
+
+
+def _row(i: int, r: EpisodeResult, task: TaskConfig) -> list[float]:
+    failed = "worker_error" in r.final_info
+    # An episode whose worker failed twice has no score of its own: it counts as a failure with score 0.
+    score = 0.0 if failed or not task.score_key else float(r.final_info[task.score_key])
+    return [i, r.seed, r.success, r.steps, r.max_reward, score, failed]
+
+
+def _gather(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's rows (their counts may differ): padded to the longest for all_gather, then cut."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([t.shape[0]], dtype=torch.int64, device=device))
+    padded = torch.zeros((max(int(c) for c in counts), t.shape[1]), dtype=torch.float64, device=device)
+    padded[:t.shape[0]] = t
+    out = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(out, padded)
+    return [o[:int(c)].cpu() for o, c in zip(out, counts)]
+
+
+def _run_episodes(timed: _TimedPolicy, task: TaskConfig, episodes: list[int], n_envs: int, n_workers: int,
+                  start_seed: int, sample_seed: int, execution: ChunkExecution | None, record: EpisodeStore | None,
+                  video_episodes: int, progress: bool) -> tuple[dict[int, EpisodeResult], list[int], int, float]:
+    """Episodes (indices) in batches of n_envs; an episode cut short by a failed worker is run once more."""
+    n_envs = min(n_envs, len(episodes))
     if n_workers > 0:
         envs: SerialVectorEnv | SubprocVectorEnv = SubprocVectorEnv.from_task(task, n_envs, min(n_workers, n_envs))
     else:
         envs = SerialVectorEnv([task.make_env() for _ in range(n_envs)])
     spec = envs.spec
     recorder = EpisodeRecorder(record, obs_keys=list(spec.obs), meta={"task": task.name}) if record is not None else None
-    results: list[EpisodeResult] = []
-    reruns: list[int] = []
-    t0 = time.perf_counter()
 
-    def run(episodes: list[int], bar: tqdm) -> list[EpisodeResult]:
+    def run(batch_of: list[int], bar: tqdm) -> list[EpisodeResult]:
         out: list[EpisodeResult] = []
-        for first in range(0, len(episodes), n_envs):
-            batch = episodes[first:first + n_envs]
+        for first in range(0, len(batch_of), n_envs):
+            batch = batch_of[first:first + n_envs]
             clock = RealTimeClock(spec.control_hz) if task.on_robot else None
+            generator = torch.Generator(device=timed.policy.device).manual_seed(_batch_seed(sample_seed, batch[0]))
             loop = ControlLoop.for_policy(envs, timed, execution, generator=generator, clock=clock,  # type: ignore[arg-type]
                                           recorder=recorder)
-            record = [video_path is not None and i < video_episodes for i in batch]
             try:
-                out += loop.run([start_seed + i for i in batch], record=record)
+                out += loop.run([start_seed + i for i in batch], record=[i < video_episodes for i in batch])
             finally:
                 loop.runner.close()  # an rtc runner's inference thread
             bar.update(len(batch))
         return out
 
     try:
-        with tqdm(total=n_episodes, desc=f"eval {task.name}", unit="ep", disable=not progress) as bar:
-            results = run(list(range(n_episodes)), bar)
-            reruns = [i for i, r in enumerate(results) if "worker_error" in r.final_info]
+        with tqdm(total=len(episodes), desc=f"eval {task.name}", unit="ep", disable=not progress) as bar:
+            results = dict(zip(episodes, run(episodes, bar)))
+            reruns = [i for i, r in results.items() if "worker_error" in r.final_info]
             if reruns:
                 bar.total += len(reruns)
-                for i, again in zip(reruns, run(reruns, bar)):
-                    results[i] = again
+                results.update(zip(reruns, run(reruns, bar)))
     finally:
         envs.close()
-    wall = time.perf_counter() - t0
+    return results, reruns, getattr(envs, "restarts", 0), spec.control_hz
 
-    def score(r: EpisodeResult) -> float:
-        # An episode whose worker failed twice has no score of its own: it counts as a failure with score 0.
-        return 0.0 if "worker_error" in r.final_info else float(r.final_info[task.score_key])
 
-    successes = [r.success for r in results]
-    k = sum(successes)
-    low, high = wilson_interval(k, len(results))
-    scores = [score(r) for r in results] if task.score_key else []
+def _batch_seed(sample_seed: int, first: int) -> int:
+    """The sampling seed of the batch starting at episode `first` (the first batch: `sample_seed` itself)."""
+    return sample_seed if first == 0 else int(np.random.SeedSequence([sample_seed, first]).generate_state(1)[0])
+
+
+def _summarize(task: TaskConfig, start_seed: int, rows: torch.Tensor, stats: torch.Tensor, errors: dict[int, str],
+               video: str | None, execution: str) -> EvalReport:
+    """The report from every episode's row (in episode order) and every rank's timing row."""
+    col = {name: rows[:, j].numpy() for j, name in enumerate(_ROW)}
+    successes = col["success"].astype(bool)
+    k = int(successes.sum())
+    n = len(successes)
+    low, high = wilson_interval(k, n)
+    scores = [float(x) for x in col["score"]] if task.score_key else []
     # bounded scores (coverage, max reward): an interval that cannot leave the values' range
     s_mean, s_low, s_high = bootstrap_mean_interval(scores) if scores else (None, None, None)
-    r_mean, r_low, r_high = bootstrap_mean_interval([r.max_reward for r in results])
-    video = None
-    if video_path is not None and video_episodes > 0:
-        frames = tile_frames([r.frames for r in results[:video_episodes]])
-        video = str(write_video(video_path, frames, fps=spec.control_hz))
+    max_rewards = [float(x) for x in col["max_reward"]]
+    r_mean, r_low, r_high = bootstrap_mean_interval(max_rewards)
+    total_s, calls, restarts, reruns, _ = stats.sum(0).tolist()
+    episodes = []
+    for j in range(n):
+        i = int(col["episode"][j])
+        episodes.append({"seed": int(col["seed"][j]), "success": bool(successes[j]), "steps": int(col["steps"][j]),
+                         "max_reward": max_rewards[j], **({task.score_key: scores[j]} if task.score_key else {}),
+                         **({"worker_error": errors[i]} if i in errors else {})})
     return EvalReport(
-        task=task.name, n_episodes=len(results), start_seed=start_seed,
-        success_rate=k / len(results), success_low=low, success_high=high,
+        task=task.name, n_episodes=n, start_seed=start_seed,
+        success_rate=k / n, success_low=low, success_high=high,
         score_key=task.score_key, score_mean=s_mean, score_low=s_low, score_high=s_high,
         max_reward_mean=r_mean, max_reward_low=r_low, max_reward_high=r_high,
-        mean_steps=float(np.mean([r.steps for r in results])), wall_s=wall,
-        inference_ms_per_chunk=1000 * timed.total_s / max(1, timed.calls), video=video,
-        execution=(execution or ChunkExecution()).mode,
-        worker_restarts=getattr(envs, "restarts", 0), rerun_episodes=len(reruns),
-        episodes=[{"seed": r.seed, "success": r.success, "steps": r.steps, "max_reward": r.max_reward,
-                   **({task.score_key: score(r)} if task.score_key else {}),
-                   **({"worker_error": r.final_info["worker_error"]} if "worker_error" in r.final_info else {})}
-                  for r in results],
-    )
+        mean_steps=float(np.mean(col["steps"])), wall_s=float(stats[:, 4].max()),
+        inference_ms_per_chunk=1000 * total_s / max(1.0, calls), video=video, execution=execution,
+        worker_restarts=int(restarts), rerun_episodes=int(reruns), episodes=episodes)
 
 
 def format_report(report: EvalReport) -> str:
