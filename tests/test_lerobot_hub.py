@@ -82,6 +82,7 @@ def test_an_existing_folder_wins_over_the_hub(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lerobot" / "pusht").mkdir(parents=True)
     assert hub.parse_repo_ref("lerobot/pusht") is None
+    assert hub.parse_repo_ref("lerobot/aloha") is None  # a missing path beside it, not a repo id
 
 
 def test_download_fetches_meta_then_only_needed_files_pinned_to_one_commit(fake_hub):

@@ -18,9 +18,10 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-
 
 def parse_repo_ref(text: str | os.PathLike) -> tuple[str, str | None] | None:
     """`owner/name` or `owner/name@revision` -> (repo_id, revision); None for anything else, and for a text that
-    names an existing local path (a folder `lerobot/pusht` here wins over the Hub)."""
+    reads as a local path: it exists, or its first part is a folder here (`datasets/typo` is a missing path, not
+    a repo id)."""
     text = os.fspath(text)
-    if Path(text).exists():
+    if Path(text).exists() or Path(text.split("/", 1)[0]).is_dir():
         return None
     repo_id, _, revision = text.partition("@")
     if not _REPO_ID.fullmatch(repo_id) or repo_id.endswith((".zarr", ".hdf5", ".h5", ".zip")) or ".." in repo_id:
