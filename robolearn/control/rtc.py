@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from robolearn.control.clock import Clock
-from robolearn.control.executor import ObsHistory, predict_future
+from robolearn.control.executor import ObsHistory, policy_device, predict_future, use_cuda_graphs
 from robolearn.policies.base import Policy
 
 
@@ -97,8 +97,9 @@ class RealTimeChunkRunner(ObsHistory):
 
     def __init__(self, policy: Policy, execute_steps: int | None = None, blend_steps: int | None = None,
                  delay_steps: int | None = None, clock: Clock | None = None,
-                 generator: torch.Generator | None = None):
-        super().__init__(tuple(policy.config.obs_shapes), policy.config.n_obs_steps)
+                 generator: torch.Generator | None = None, cuda_graphs: bool | None = None):
+        super().__init__(tuple(policy.config.obs_shapes), policy.config.n_obs_steps, policy_device(policy))
+        use_cuda_graphs(policy, cuda_graphs)  # the worker replays the sampler's CUDA graph (captured in the worker)
         self.policy = policy
         self.generator = generator
         self.chunk_len = policy.config.horizon - policy.config.n_obs_steps + 1
@@ -198,7 +199,8 @@ class RealTimeChunkRunner(ObsHistory):
             future: Future = Future()
             future.set_result((predict_future(self.policy, self._history, self.generator), None))
         else:
-            snapshot = {k: v.copy() for k, v in self._history.items()}  # observe() mutates the live history
+            # observe() mutates the live host history; on the GPU it replaces the tensors, so a reference is a snapshot
+            snapshot = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self._history.items()}
 
             def infer() -> tuple[np.ndarray, float]:
                 chunk = predict_future(self.policy, snapshot, self.generator)

@@ -146,12 +146,51 @@ class Policy(nn.Module, abc.ABC):
         """Network evaluations to produce one chunk with the config's sampler settings (heads override)."""
         return 1
 
+    # ----- inference -----
+
+    def compile_for_inference(self, enabled: bool = True) -> bool:
+        """Batch-1 sampling from CUDA graphs: True when they are on.
+
+        On a CUDA device, `act` and `infer_chunk` at batch 1 then replay the whole sampler as one CUDA graph
+        (captured on first use per observation shape, sampler options and generator; same results as eager
+        sampling from the same generator state). On the CPU (any non-CUDA device) this is a no-op that returns
+        False: there is nothing to capture and eager sampling stays in use. `enabled=False` drops the graphs.
+        Moving the policy to another device or replacing its weight tensors recaptures on the next call."""
+        if not enabled or self.device.type != "cuda":
+            self._graphed = None
+            return False
+        if getattr(self, "_graphed", None) is None:
+            from robolearn.policies.cuda_graph import GraphedSampler  # CUDA-only machinery, loaded when used
+
+            self._graphed = GraphedSampler(self)
+        return True
+
+    @property
+    def inference_graphs(self):
+        """The GraphedSampler in use (None: eager sampling)."""
+        graphed = getattr(self, "_graphed", None)
+        return graphed if graphed is not None and self.device.type == "cuda" else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_graphed", None)  # captured graphs belong to this object's memory: a copy recaptures
+        return state
+
+    @torch.no_grad()
+    def infer_chunk(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """One chunk per observation, (B, horizon, action_dim) on the policy's device: `sample(obs, n=1)`,
+        replayed from a CUDA graph at batch 1 when `compile_for_inference` is on."""
+        graphed = self.inference_graphs
+        if graphed is not None and self.check_obs(obs) == 1:
+            return graphed.sample(obs, n=1, generator=generator)[:, 0]
+        return self.sample(obs, n=1, generator=generator)[:, 0]
+
     @torch.no_grad()
     def act(self, obs: Mapping[str, np.ndarray | torch.Tensor],
             generator: torch.Generator | None = None) -> np.ndarray:
         """The actions the loop executes next: (B, n_action_steps, action_dim) as float32 numpy."""
         obs_t = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, device=self.device)
                  for k, v in obs.items() if k in self.config.obs_shapes}
-        chunk = self.sample(obs_t, n=1, generator=generator)[:, 0]
+        chunk = self.infer_chunk(obs_t, generator=generator)
         start = self.config.n_obs_steps - 1
         return chunk[:, start:start + self.config.n_action_steps].float().cpu().numpy()

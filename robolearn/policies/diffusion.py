@@ -96,7 +96,9 @@ class DiffusionPolicy(Policy):
         else:
             sched = name
             num_inference_steps = num_inference_steps or self.config.num_inference_steps
-        sched.set_timesteps(num_inference_steps, device=self.device)
+        # Timesteps stay on the host: the scheduler's per-step coefficients are then host scalars and no step reads
+        # a value back from the GPU (no sync per step, and the whole loop can be captured in a CUDA graph).
+        sched.set_timesteps(num_inference_steps)
         return sched
 
     def nfe(self, scheduler: str | SchedulerMixin | None = None, num_inference_steps: int | None = None) -> int:
@@ -111,7 +113,11 @@ class DiffusionPolicy(Policy):
     def denoise_step(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor, scheduler: SchedulerMixin,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """One reverse step on flat chunks x (N, horizon, action_dim) with condition (N, cond_dim)."""
-        model_out = self.unet(x, torch.as_tensor(t, device=x.device).expand(x.shape[0]), cond)
+        if torch.is_tensor(t) and t.device == x.device:
+            steps = t.expand(x.shape[0])
+        else:  # a host step number: filled on the device (a copy from the host could not be graph-captured)
+            steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        model_out = self.unet(x, steps, cond)
         return scheduler.step(model_out, t, x, generator=generator).prev_sample
 
     @torch.no_grad()
@@ -135,7 +141,7 @@ class DiffusionPolicy(Policy):
             raise ValueError(f"noise must be (B, n, horizon, action_dim) = "
                              f"{(b, n, cfg.horizon, cfg.action_dim)}, got {tuple(noise.shape)}")
         sched = self._scheduler(scheduler, num_inference_steps)
-        cond = cond.repeat_interleave(n, dim=0)  # row i*n + j is candidate j of observation i
+        cond = cond[:, None].expand(b, n, cond.shape[-1]).reshape(b * n, -1)  # row i*n + j: candidate j of obs i
         x = noise.to(device=cond.device, dtype=torch.float32).reshape(b * n, cfg.horizon, cfg.action_dim)
         dt = 1.0 / len(sched.timesteps)
         for t in sched.timesteps:

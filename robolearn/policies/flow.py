@@ -72,6 +72,15 @@ class FlowConfig(PolicyConfig):
             raise ValueError(f"step_size_embed_dim must be even and >= 4, got {self.step_size_embed_dim}")
 
 
+def _on_device(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A time or step size, scalar or (N,), as float32 (N,) on x's device. Python numbers are filled on the device:
+    a copy from the host would block, and could not be captured in a CUDA graph."""
+    n = x.shape[0]
+    if torch.is_tensor(value):
+        return value.to(device=x.device, dtype=torch.float32).reshape(-1).expand(n)
+    return torch.full((n,), float(value), device=x.device, dtype=torch.float32)
+
+
 class FlowMatchingPolicy(Policy):
     config_class = FlowConfig
     config: FlowConfig
@@ -95,10 +104,9 @@ class FlowMatchingPolicy(Policy):
         """Velocity at normalized chunks x (N, horizon, action_dim) and times t in [0, 1] (scalar or (N,)),
         given observation features cond (N, cond_dim). With shortcut on it is the average velocity over a step
         of size d (scalar or (N,)); None or 0 asks for the finest level, i.e. the instantaneous flow."""
-        n = x.shape[0]
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(n)
+        t = _on_device(t, x)
         if self.step_size_encoder is not None:
-            d = torch.as_tensor(0.0 if d is None else d, device=x.device, dtype=torch.float32).reshape(-1).expand(n)
+            d = _on_device(0.0 if d is None else d, x)
             level = -torch.log2(d.clamp(2.0 ** -self.max_level, 1.0))  # 0 for d = 1 ... max_level for d -> 0
             cond = torch.cat([cond, self.step_size_encoder(level)], dim=-1)
         return self.unet(x, t * _TIME_SCALE, cond)
@@ -206,7 +214,7 @@ class FlowMatchingPolicy(Policy):
             noise = self.initial_noise(b, n, generator)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must be (B, n, horizon, action_dim) = {shape}, got {tuple(noise.shape)}")
-        cond = cond.repeat_interleave(n, dim=0)  # row i*n + j is candidate j of observation i
+        cond = cond[:, None].expand(b, n, cond.shape[-1]).reshape(b * n, -1)  # row i*n + j: candidate j of obs i
         x = noise.to(device=cond.device, dtype=torch.float32).reshape(b * n, cfg.horizon, cfg.action_dim)
         dt = 1.0 / steps
         for i in range(steps):
