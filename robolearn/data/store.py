@@ -14,7 +14,8 @@ episode and never touches earlier ones.
 Writers: one per store, enforced by a lock file (store_lock.py); `close()` or a `with` block releases it.
 New stores are made with `EpisodeStore.build` (store_build.py), which names a store only once it is complete.
 Every open checks the record against the arrays' metadata, and new stores write every chunk (even all-zero
-ones) so that a missing chunk file is an error rather than silent zeros (store_check.py; `verify()` reads all).
+ones) so that a missing chunk file is an error rather than silent zeros, and compress them with zstd's content
+checksum so that a garbled chunk is an error rather than other numbers (store_check.py; `verify()` reads all).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
@@ -49,6 +51,9 @@ _MAX_CHUNK_STEPS = 8192
 
 
 _WRITE_EVERY_CHUNK = {"write_empty_chunks": True}  # zarr skips all-zero chunks by default; then a lost file reads as 0
+# zarr's default zstd has no checksum: a garbled chunk often decodes to other values without a word; with the
+# frame's content checksum it fails to decode instead (older stores without it still read)
+_CHECKED_ZSTD = ZstdCodec(level=0, checksum=True)
 
 
 class AtomicLocalStore(LocalStore):
@@ -102,7 +107,7 @@ class EpisodeStore:
         store_check.check_record(path, self._record)
         self._arrays: dict[str, zarr.Array] = {}
         if self._record["keys"]:
-            self._arrays = store_check.check_arrays(path, self._record, root["data"])
+            self._arrays = store_check.check_arrays(path, self._record, root)
         self._guard = store_check.ChunkGuard(path, {k: a.chunks[0] for k, a in self._arrays.items()})
         if self.all_chunks_written:
             root.store.on_missing = self._guard.missing  # the guard holds no reference back to this handle
@@ -177,7 +182,11 @@ class EpisodeStore:
             if "meta" in root and "episode_ends" in root["meta"]:
                 hint = " It looks like a diffusion_policy replay buffer: import it with `robolearn convert`."
             raise StoreFormatError(f"{path} is not a robolearn EpisodeStore (no '{FORMAT}' record).{hint}")
-        if record.get("version", 0) > VERSION:
+        version = record.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise StoreFormatError(f"{path}: the record's version is {version!r}, not an integer; "
+                                   f"{store_check.FIX}")
+        if version > VERSION:
             raise StoreFormatError(f"{path} was written by a newer robolearn (store version {record['version']}, "
                                    f"this one reads up to {VERSION}); upgrade robolearn")
         if INCOMPLETE in root.attrs:
@@ -267,7 +276,13 @@ class EpisodeStore:
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.n_steps if stop is None else min(stop, self.n_steps)
-        return self.array(key)[start:stop]
+        arr = self.array(key)
+        try:
+            return arr[start:stop]
+        except StoreFormatError:
+            raise
+        except Exception as err:  # codecs raise their own types for a garbled or truncated chunk
+            raise store_check.damaged(self.path, key, err) from err
 
     def read_rows(self, key: str, rows: np.ndarray) -> np.ndarray:
         """Gather arbitrary (committed) rows of a key, reading each needed chunk once."""
@@ -275,7 +290,14 @@ class EpisodeStore:
         if rows.size and (rows.min() < 0 or rows.max() >= self.n_steps):
             raise IndexError(f"rows out of range [0, {self.n_steps}) for key {key!r}")
         unique, inverse = np.unique(rows, return_inverse=True)
-        return self.array(key).get_orthogonal_selection((unique,))[inverse.reshape(rows.shape)]
+        arr = self.array(key)
+        try:
+            block = arr.get_orthogonal_selection((unique,))
+        except StoreFormatError:
+            raise
+        except Exception as err:  # as in read()
+            raise store_check.damaged(self.path, key, err) from err
+        return block[inverse.reshape(rows.shape)]
 
     def stats(self, key: str) -> dict[str, np.ndarray]:
         """Per-dimension min, max, mean and std over all committed steps (computed chunk by chunk)."""
@@ -289,7 +311,7 @@ class EpisodeStore:
         total = np.zeros(arr.shape[1:], np.float64)
         total_sq = np.zeros(arr.shape[1:], np.float64)
         for s in range(0, n, step):
-            block = arr[s:min(n, s + step)].astype(np.float64)
+            block = self.read(key, s, min(n, s + step)).astype(np.float64)
             bmin, bmax = block.min(axis=0), block.max(axis=0)
             lo = bmin if lo is None else np.minimum(lo, bmin)
             hi = bmax if hi is None else np.maximum(hi, bmax)
@@ -396,7 +418,7 @@ class EpisodeStore:
             chunk_steps = int(min(_MAX_CHUNK_STEPS, max(1, _CHUNK_BYTES // step_bytes)))
             self._arrays[key] = group.create_array(key, shape=(0, *value.shape[1:]), dtype=value.dtype,
                                                    chunks=(chunk_steps, *value.shape[1:]), overwrite=True,
-                                                   config=_WRITE_EVERY_CHUNK)
+                                                   compressors=_CHECKED_ZSTD, config=_WRITE_EVERY_CHUNK)
             self._guard.chunk_rows[key] = chunk_steps
         record = dict(self._record)
         record["keys"] = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in arrays.items()}

@@ -27,6 +27,14 @@ FIX = "the store is damaged or was edited by hand: restore it from a backup, or 
 def check_record(path: Path, record: dict[str, Any]) -> None:
     """The record's own shape: keys with numeric dtypes, episodes with positive integer lengths."""
     keys, episodes = record.get("keys"), record.get("episodes")
+    fps, task, attrs = record.get("fps"), record.get("task"), record.get("attrs", {})
+    if fps is not None and (not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps)
+                            or fps <= 0):
+        raise StoreFormatError(f"store {path}: the record's fps is {fps!r}, not a positive number or null; {FIX}")
+    if task is not None and not isinstance(task, str):
+        raise StoreFormatError(f"store {path}: the record's task is {task!r}, not a name or null; {FIX}")
+    if not isinstance(attrs, dict):
+        raise StoreFormatError(f"store {path}: the record's 'attrs' is {type(attrs).__name__}, not a mapping; {FIX}")
     if not isinstance(keys, dict):
         raise StoreFormatError(f"store {path}: the record's 'keys' is {type(keys).__name__}, not a mapping; {FIX}")
     if not isinstance(episodes, list):
@@ -61,16 +69,15 @@ def check_record(path: Path, record: dict[str, Any]) -> None:
                                    f"(every episode has at least one step); {FIX}")
 
 
-def check_arrays(path: Path, record: dict[str, Any], group: zarr.Group) -> dict[str, zarr.Array]:
+def check_arrays(path: Path, record: dict[str, Any], root: zarr.Group) -> dict[str, zarr.Array]:
     """Open each listed key's array (metadata only) and check it against the record; returns the arrays."""
     n_steps = sum(ep["length"] for ep in record["episodes"])
+    group = _node(path, root, "data")
+    if hasattr(group, "dtype"):
+        raise StoreFormatError(f"store {path}: data/ is an array, not the group of the keys' arrays; {FIX}")
     arrays = {}
     for key, spec in record["keys"].items():
-        try:
-            arr = group[key]
-        except KeyError:
-            raise StoreFormatError(f"store {path}: key {key!r} is listed in the record but data/{key} is missing; "
-                                   f"{FIX}") from None
+        arr = _node(path, group, key, f"key {key!r} is listed in the record but ")
         if not hasattr(arr, "dtype"):
             raise StoreFormatError(f"store {path}: data/{key} is a group, not an array; {FIX}")
         want = np.dtype(spec["dtype"])
@@ -80,11 +87,33 @@ def check_arrays(path: Path, record: dict[str, Any], group: zarr.Group) -> dict[
         if tuple(arr.shape[1:]) != tuple(spec["shape"]):
             raise StoreFormatError(f"store {path}: key {key!r} holds per-step shape {tuple(arr.shape[1:])} but the "
                                    f"record says {tuple(spec['shape'])}; {FIX}")
+        if not all(isinstance(c, int) and c >= 1 for c in arr.chunks):
+            raise StoreFormatError(f"store {path}: key {key!r} has chunk shape {arr.chunks} in data/{key}/zarr.json; "
+                                   f"chunks hold at least one row; {FIX}")
         if arr.shape[0] < n_steps:
             raise StoreFormatError(f"store {path}: key {key!r} has {arr.shape[0]} rows but the record's episodes "
                                    f"end at step {n_steps} (the record is longer than the array); {FIX}")
         arrays[key] = arr
     return arrays
+
+
+def _node(path: Path, group: zarr.Group, name: str, context: str = "") -> Any:
+    """A child of `group` read from its zarr.json; a missing or damaged file is a StoreFormatError naming it."""
+    where = f"{group.path}/{name}".lstrip("/")
+    if not (path / where / "zarr.json").is_file():
+        missing = f"{where}/zarr.json" if (path / where).exists() else where
+        raise StoreFormatError(f"store {path}: {context}{missing} is missing; {FIX}")
+    try:
+        return group[name]
+    except Exception as err:  # zarr and json raise many types for a damaged metadata file
+        raise StoreFormatError(f"store {path}: {where}/zarr.json is damaged ({type(err).__name__}: {err}); "
+                               f"{FIX}") from err
+
+
+def damaged(path: Path, key: str, err: Exception) -> StoreFormatError:
+    """A read of committed rows that failed in zarr (a garbled or truncated chunk fails its codec's checks)."""
+    return StoreFormatError(f"store {path}: key {key!r} does not read back ({type(err).__name__}: {err}); run "
+                            f"`robolearn info {path} --verify` to list every damaged chunk; {FIX}")
 
 
 class ChunkGuard:
