@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from robolearn.data.prefetch import Prefetcher
 from robolearn.data.sources import MakeDemonstrations, open_task_store
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import StepBatches, Windows, WindowSpec, to_device, to_tensors
+from robolearn.device import choose_num_threads
 from robolearn.eval.report import write_run_report
 from robolearn.eval.rollout import EvalReport, evaluate
 from robolearn.nn.ema import EMA
@@ -58,7 +60,7 @@ class TrainConfig:
     ema: bool = True
     seed: int = 0
     device: str = "auto"
-    num_threads: int = 0  # torch CPU threads (0: torch's default)
+    num_threads: int = 0  # torch CPU threads (0: OMP_NUM_THREADS if set, else the cores other processes leave free)
     precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16 (+ grad scaler)
     compile: bool = False  # torch.compile the loss (forward and backward)
     tf32: bool = True  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores
@@ -138,6 +140,8 @@ class Trainer:
         self.world.share(self.cfg.batch_size)  # a global batch that does not split evenly fails here
         if self.cfg.num_threads > 0:
             torch.set_num_threads(self.cfg.num_threads)
+        elif self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it per rank
+            torch.set_num_threads(choose_num_threads())  # the cores other processes leave free
         if self.device.type == "cuda" and self.cfg.tf32:
             allow_tf32()
         torch.manual_seed(self.cfg.seed)
