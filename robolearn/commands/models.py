@@ -69,6 +69,34 @@ def final_losses(history: list[dict[str, float]]) -> str:
 
 
 def cmd_critic_train(args: argparse.Namespace) -> int:
+    return _on_every_rank(_critic_train, args)
+
+
+def cmd_worldmodel_train(args: argparse.Namespace) -> int:
+    return _on_every_rank(_worldmodel_train, args)
+
+
+def _on_every_rank(job, args: argparse.Namespace) -> int:
+    """Under torchrun (`torchrun --nproc_per_node=N -m robolearn critic train ...`) every rank runs the job in one
+    process group (joined once the config names the device): TrainLoop steps DDP on each rank's share of the
+    global batch_size; rank 0 prints and saves."""
+    from robolearn.train.distributed import shutdown
+
+    try:
+        return job(args)
+    finally:
+        shutdown()
+
+
+def _join(config: Any) -> bool:
+    """Join torchrun's process group (if launched by it) on the config's device; True on the rank that speaks."""
+    from robolearn.train.distributed import init_world
+
+    world, _ = init_world(config.device)
+    return world.is_main
+
+
+def _critic_train(args: argparse.Namespace) -> int:
     from robolearn.data.sources import open_task_store
     from robolearn.data.store import EpisodeStore
     from robolearn.models.critic import CriticConfig, save_critic, train_critic
@@ -88,24 +116,28 @@ def cmd_critic_train(args: argparse.Namespace) -> int:
             task = load_task(args.policy)
     values = observed(values, task, "robolearn critic train")
     config = build_config(CriticConfig, values, "critic", args)
+    is_main = _join(config)
     store = EpisodeStore.open(args.dataset) if args.dataset else (
         open_task_store(task, progress=True) if task is not None else None)
     if store is None:
         raise ValueError("robolearn critic train needs data: pass --dataset STORE or --task NAME")
     task_name = task.name if task is not None else (store.task or Path(store.path).stem)
     out = args.out or Path("runs") / f"critic_{task_name}_{args.config}"
-    print(f"training the {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
+    say = print if is_main else (lambda *_: None)
+    say(f"training the {config.method} critic on {store.path}: {store.n_episodes} episodes, {store.n_steps} steps; "
           f"n_obs_steps {config.n_obs_steps}, action_steps {config.action_steps}, {config.steps} steps")
     history: list[dict[str, float]] = []
     critic = train_critic(store, config, progress=not args.no_progress, history=history)
+    if not is_main:
+        return 0
     save_critic(critic, out, info={"task": task_name, "dataset": str(store.path), "config": args.config,
                                    "policy": str(args.policy) if args.policy else None,
                                    "final": history[-1] if history else {}})
-    print(f"saved critic to {out}\n  final losses ({final_losses(history)})")
+    say(f"saved critic to {out}\n  final losses ({final_losses(history)})")
     return 0
 
 
-def cmd_worldmodel_train(args: argparse.Namespace) -> int:
+def _worldmodel_train(args: argparse.Namespace) -> int:
     from robolearn.data.sources import open_task_store
     from robolearn.data.store import EpisodeStore
     from robolearn.models.world_model import WorldModelConfig, save_world_model, train_world_model
@@ -114,6 +146,7 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
     task = task_by_name(args.task) if args.task else None
     values = observed(values, task, "robolearn worldmodel train")
     config = build_config(WorldModelConfig, values, "world_model", args)
+    is_main = _join(config)
     if args.dataset:
         stores = [EpisodeStore.open(path) for path in args.dataset]
     elif task is not None:
@@ -122,12 +155,15 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
         raise ValueError("robolearn worldmodel train needs data: pass --dataset STORE (repeatable) or --task NAME")
     task_name = task.name if task is not None else (stores[0].task or Path(stores[0].path).stem)
     out = args.out or Path("runs") / f"world_model_{task_name}"
-    print(f"training a world model on {', '.join(str(s.path) for s in stores)}: "
+    say = print if is_main else (lambda *_: None)
+    say(f"training a world model on {', '.join(str(s.path) for s in stores)}: "
           f"{sum(s.n_episodes for s in stores)} episodes, {sum(s.n_steps for s in stores)} steps; {config.steps} steps")
     history: list[dict[str, float]] = []
     model = train_world_model(stores, config, progress=not args.no_progress, history=history)
+    if not is_main:
+        return 0
     save_world_model(model, out, info={"task": task_name, "datasets": [str(s.path) for s in stores],
                                        "initial_observations": str(stores[0].path), "config": args.config,
                                        "final": history[-1] if history else {}})
-    print(f"saved world model to {out}\n  final losses ({final_losses(history)})")
+    say(f"saved world model to {out}\n  final losses ({final_losses(history)})")
     return 0
