@@ -184,8 +184,8 @@ def test_errors(store, tmp_path):
         Windows(store, WindowSpec(obs_keys=("state", "wrist"), n_obs_steps=2, horizon=8, n_action_steps=2))
     with pytest.raises(KeyError, match="has no key 'act'"):
         Windows(store, WindowSpec(obs_keys=("state",), n_obs_steps=2, horizon=8, n_action_steps=2, action_key="act"))
-    with pytest.raises(ValueError, match="cache must be 'auto', 'ram' or 'none', got 'disk'"):
-        Windows(store, SPEC, cache="disk")
+    with pytest.raises(ValueError, match="cache must be one of auto, ram, disk, none, got 'gpu'"):
+        Windows(store, SPEC, cache="gpu")
 
     # a store whose keys are defined but holds no committed episode (the only append was refused)
     empty = EpisodeStore.create(tmp_path / "empty.zarr")

@@ -11,13 +11,13 @@ carry the observation names the policy and the environment use.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from robolearn.data import window_cache
 from robolearn.data.obs_source import parse_obs_sources
 from robolearn.data.store import EpisodeStore
 
@@ -53,22 +53,12 @@ def window_index(episode_ends: np.ndarray, spec: WindowSpec) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, 3), np.int64)
 
 
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
 class Windows:
     """Index + batched gather over an EpisodeStore (or a subset of its episodes).
 
-    `cache`: "ram" loads the needed keys into memory, "none" reads zarr chunks on demand, "auto" (default)
-    caches when the keys take less than half of the available RAM.
+    `cache`: "ram" loads the needed keys into memory, "disk" reads camera keys from frame files (low-dim keys in
+    RAM), "none" reads zarr chunks on demand, "auto" (default) is "ram" when the keys take less than half of the
+    available RAM, else "disk" (robolearn.data.window_cache).
     """
 
     def __init__(self, store: EpisodeStore, spec: WindowSpec, episodes: Sequence[int] | None = None,
@@ -97,11 +87,8 @@ class Windows:
                              f"({spec.horizon} - {spec.pad_before + spec.pad_after})")
         self.index = index
         keys = tuple(dict.fromkeys([*(source.key for source in self.sources.values()), spec.action_key]))
-        needed = sum(store.array(k).dtype.itemsize * np.prod(store.array(k).shape[1:]) * store.n_steps for k in keys)
-        if cache not in ("auto", "ram", "none"):
-            raise ValueError(f"cache must be 'auto', 'ram' or 'none', got {cache!r}")
-        self.cached = cache == "ram" or (cache == "auto" and needed < _available_ram() // 2)
-        self._ram = {k: store.read(k) for k in keys} if self.cached else {}
+        self._ram, self._disk = window_cache.plan(store, keys, cache)  # RAM, frame files on disk, or the store
+        self.cached = len(self._ram) == len(keys)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -112,8 +99,10 @@ class Windows:
         return np.clip(start + np.arange(steps), ep_start, ep_end - 1)
 
     def _gather(self, key: str, rows: np.ndarray) -> np.ndarray:
-        if self.cached:
+        if key in self._ram:
             return self._ram[key][rows]
+        if key in self._disk:
+            return self._disk[key].read_rows(rows)
         return self.store.read_rows(key, rows)
 
     def gather(self, idx: np.ndarray) -> dict:
