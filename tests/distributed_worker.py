@@ -2,10 +2,11 @@
 one rank of a tiny training run or of a sharded evaluation, on gloo CPU ranks.
 
   train STORE OUT [--steps N] [--batch B] [--resume] [--kill-rank R --kill-step S] [--eval-episodes E]
+                  [--sharded-eval E]
       trains the tiny regression policy of `tiny_run` with the real Trainer; every rank then writes its own
       training state to OUT/ranks/rank<R>.safetensors (to compare ranks; only rank 0 writes the run folder).
-  eval OUT [--episodes E] [--envs K]
-      evaluates `tiny_stochastic_policy()` on `SHORT_PUSHT` with distributed=True; rank 0 writes OUT/eval.json.
+      --sharded-eval E: then evaluates `tiny_stochastic_policy()` on E episodes of `SHORT_PUSHT` (2 envs per
+      batch) with distributed=True; rank 0 writes OUT/eval.json (one launch for both: each launch costs seconds).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def train(args: argparse.Namespace) -> None:
     from robolearn.data.store import EpisodeStore
     from robolearn.train import Trainer
 
-    run = tiny_run(args.out, steps=args.steps, batch_size=args.batch, final_eval_episodes=args.eval_episodes)
+    run = tiny_run(args.out, steps=args.steps, batch_size=args.batch, final_eval_episodes=args.eval_episodes,
+                   device=args.device)
     trainer = Trainer(run, store=EpisodeStore.open(args.store), progress=False)
     if args.resume:
         assert trainer.resume(), "nothing to resume"
@@ -60,22 +62,20 @@ def train(args: argparse.Namespace) -> None:
     ranks = Path(args.out) / "ranks"
     ranks.mkdir(parents=True, exist_ok=True)
     trainer.loop.save_state(ranks / f"rank{trainer.world.rank}.safetensors")
+    if args.sharded_eval:
+        evaluate_sharded(args.out, args.sharded_eval, trainer.world.is_main)
     from robolearn.train.distributed import shutdown
 
     shutdown()
 
 
-def evaluate_sharded(args: argparse.Namespace) -> None:
+def evaluate_sharded(out: Path, episodes: int, is_main: bool) -> None:
     from robolearn.eval.rollout import evaluate
-    from robolearn.train.distributed import init_world, shutdown
 
-    world, _ = init_world("cpu")
-    report = evaluate(tiny_stochastic_policy(), SHORT_PUSHT, n_episodes=args.episodes, n_envs=args.envs,
-                      progress=False, distributed=True)
-    if world.is_main:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "eval.json").write_text(json.dumps(report.to_dict(with_episodes=True)))
-    shutdown()
+    report = evaluate(tiny_stochastic_policy(), SHORT_PUSHT, n_episodes=episodes, n_envs=2, progress=False,
+                      distributed=True)
+    if is_main:
+        (Path(out) / "eval.json").write_text(json.dumps(report.to_dict(with_episodes=True)))
 
 
 def main() -> None:
@@ -90,13 +90,11 @@ def main() -> None:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--kill-rank", type=int, default=-1)
     t.add_argument("--kill-step", type=int, default=-1)
-    e = sub.add_parser("eval")
-    e.add_argument("out", type=Path)
-    e.add_argument("--episodes", type=int, default=4)
-    e.add_argument("--envs", type=int, default=2)
+    t.add_argument("--sharded-eval", type=int, default=0)
+    t.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    train(args) if args.mode == "train" else evaluate_sharded(args)
+    train(args)
 
 
 if __name__ == "__main__":

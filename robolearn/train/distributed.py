@@ -26,6 +26,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    grouped: bool = False  # in a torch.distributed process group (torchrun), even one of size 1 (DDP on one GPU)
 
     @property
     def is_main(self) -> bool:
@@ -34,14 +35,15 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Collectives and DDP are in play: every rank must take part in them in the same order."""
+        return self.grouped
 
     @classmethod
     def current(cls) -> World:
         """The world of the process group this process joined (one process when there is none)."""
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), grouped=True)
 
     def share(self, global_batch: int) -> int:
         """Each rank's part of a global batch: `train.batch_size` is the global batch, split evenly."""
@@ -52,7 +54,8 @@ class World:
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """torchrun sets these for every worker, also with one process (--nproc_per_node=1: DDP on one GPU)."""
+    return all(key in os.environ for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
 
 
 def init_world(device: str | None = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[World, torch.device]:
