@@ -49,9 +49,8 @@ class PolicyConfig:
         if not 1 <= self.action_dim <= MAX_WIDTH:
             raise ValueError(f"action_dim must be between 1 and {MAX_WIDTH}, got {self.action_dim}")
         for key, shape in self.obs_shapes.items():
-            if not shape or not all(1 <= d <= MAX_WIDTH for d in shape):
-                raise ValueError(f"obs_shapes[{key!r}] must be a non-empty list of sizes between 1 and {MAX_WIDTH}, "
-                                 f"got {shape}")
+            if not all(1 <= d <= MAX_WIDTH for d in shape):
+                raise ValueError(f"obs_shapes[{key!r}] must be sizes between 1 and {MAX_WIDTH}, got {shape}")
         unknown = sorted(set(self.image_keys) - set(self.obs_shapes))
         if unknown:
             raise ValueError(f"image_keys {unknown} are not in obs_shapes {sorted(self.obs_shapes)}")
