@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint in its task's simulator (or steered, or imagined)",
                        description="Evaluate a policy checkpoint: batched rollouts from fixed seeds, success rate with "
                                    "a Wilson interval, score with a t interval.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint folder (with policy.json and model.safetensors)")
+    p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
+                   help="checkpoint folder (with policy.json and model.safetensors); several are composed into one "
+                        "policy (--compose-weights or --compose-search)")
     p.add_argument("--episodes", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (episode i: seed + i)")
     p.add_argument("--n-envs", type=positive_int, default=50, help="envs stepped together, one batched policy call")
@@ -48,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     steering.add_argument("--beta", type=float, help="softmax temperature (default 1)")
     steering.add_argument("--guidance", type=float, metavar="SCALE",
                           help="also push samples up the critic's gradient while sampling (diffusion and flow heads)")
+    composition = p.add_argument_group("composition of several checkpoints (robolearn.policies.compose)")
+    composition.add_argument("--compose-weights", type=weight_list, metavar="W1,W2,...",
+                             help="convex weights of the checkpoints' per-step predictions, e.g. 0.3,0.7")
+    composition.add_argument("--compose-search", type=positive_int, nargs="?", const=4, metavar="RESOLUTION",
+                             help="choose the weights on a grid of steps 1/RESOLUTION (default 4) by success on "
+                                  "search seeds, in the simulator or in --imagine's world model")
+    composition.add_argument("--search-episodes", type=positive_int, default=10, help="episodes per searched weight")
+    composition.add_argument("--search-seed", type=int, default=200_000,
+                             help="first search seed; search seeds must not overlap the reported ones")
     imagination = p.add_argument_group("imagination (robolearn.eval.imagination)")
     imagination.add_argument("--imagine", type=Path, metavar="WORLD_MODEL",
                              help="evaluate inside this world model (robolearn worldmodel train) instead of the simulator")
@@ -76,6 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from robolearn.control.chunking import ChunkExecution
     from robolearn.eval.rollout import evaluate, format_report
     from robolearn.policies.checkpoint import load_policy, load_task
+    from robolearn.policies.compose import ComposedPolicy
 
     steer_flags = [flag for flag, value in (("--k", args.k), ("--steer-mode", args.steer_mode), ("--beta", args.beta),
                                             ("--guidance", args.guidance)) if value is not None]
@@ -85,17 +97,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--initial-observations only applies with --imagine WORLD_MODEL")
     if (args.delay_steps is not None or args.blend_steps is not None) and args.execution != "rtc":
         raise ValueError("--delay-steps and --blend-steps only apply with --execution rtc")
+    composing = check_composition(args)
     critic_path = parse_steer(args.steer) if args.steer is not None else None
     check_device(args.device, "--device")
-    policy = load_policy(args.checkpoint, device=args.device if args.device != "auto" else None)
+    args.checkpoint = args.checkpoints[0]  # the task, steering messages and recordings name the first
+    parents = [load_policy(c, device=args.device if args.device != "auto" else None) for c in args.checkpoints]
     task = load_task(args.checkpoint)
-    policy.config = with_overrides(policy.config, args.set)
+    for checkpoint in args.checkpoints[1:]:
+        other = load_task(checkpoint).name
+        if other != task.name:
+            raise ValueError(f"{checkpoint} was trained on task {other!r}, {args.checkpoint} on {task.name!r}: "
+                             f"composed checkpoints must share their task")
+    for parent in parents:
+        parent.config = with_overrides(parent.config, args.set)
+    policy = parents[0]
     extras: dict[str, dict[str, Any]] = {}
+    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps)
+    if args.imagine is not None:  # checked against every key the (composed) policy reads
+        reader = policy if not composing else ComposedPolicy(parents, [1.0 / len(parents)] * len(parents))
+        task, extras["imagination"] = imagined_task(reader, task, args.imagine, args.initial_observations, args.device)
+    if composing:
+        policy, extras["composition"] = compose(parents, task, args, execution)
     if critic_path is not None:
         policy, extras["steering"] = steer(policy, critic_path, args)
-    if args.imagine is not None:
-        task, extras["imagination"] = imagined_task(policy, task, args.imagine, args.initial_observations, args.device)
-    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps)
     record = rollout_store(args.record, task, args.checkpoint) if args.record is not None else None
     try:
         report = evaluate(policy, task, n_episodes=args.episodes, start_seed=args.seed, n_envs=args.n_envs,
@@ -114,6 +138,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"  {name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) and k.endswith("_ms_per_decision")
                                           else f"{k}={v}" for k, v in settings.items()))
     return 0
+
+
+def weight_list(text: str) -> list[float]:
+    """`0.3,0.7` -> [0.3, 0.7] (checked convex when the policies are composed)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.3,0.7, got {text!r}") from None
+
+
+def check_composition(args: argparse.Namespace) -> bool:
+    """Whether the checkpoints are composed, with the flags that must come with it."""
+    n = len(args.checkpoints)
+    if args.compose_weights is not None and args.compose_search is not None:
+        raise ValueError("give --compose-weights or --compose-search, not both")
+    if n == 1:
+        if args.compose_weights is not None or args.compose_search is not None:
+            raise ValueError("--compose-weights and --compose-search compose several checkpoints; give two or more")
+        return False
+    if args.compose_weights is None and args.compose_search is None:
+        raise ValueError(f"{n} checkpoints are composed into one policy: give --compose-weights W1,...,W{n} or "
+                         f"--compose-search")
+    if args.compose_weights is not None and len(args.compose_weights) != n:
+        raise ValueError(f"--compose-weights has {len(args.compose_weights)} weights for {n} checkpoints")
+    return True
+
+
+def compose(parents: list[Any], task: Any, args: argparse.Namespace, execution: Any) -> tuple[Any, dict[str, Any]]:
+    """The parents composed with the given weights, or with the weights the search found on its own seeds."""
+    from robolearn.eval.compose_search import search_weights
+    from robolearn.policies.compose import ComposedPolicy
+
+    settings: dict[str, Any] = {"checkpoints": [str(c) for c in args.checkpoints]}
+    if args.compose_weights is not None:
+        weights = args.compose_weights
+    else:
+        weights, rows = search_weights(parents, task, resolution=args.compose_search, episodes=args.search_episodes,
+                                       seed=args.search_seed, reported_seeds=range(args.seed, args.seed + args.episodes),
+                                       n_envs=args.n_envs, n_workers=args.n_workers, execution=execution)
+        settings["search"] = {"seeds": f"{args.search_seed}..{args.search_seed + args.search_episodes - 1}",
+                              "rows": [{"weights": list(r.weights), "success_rate": r.success_rate, "score": r.score}
+                                       for r in rows]}
+    policy = ComposedPolicy(parents, weights)
+    settings["weights"] = [float(w) for w in weights]
+    return policy, settings
 
 
 def rollout_store(path: Path, task: Any, checkpoint: Path) -> Any:
