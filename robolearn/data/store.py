@@ -395,6 +395,9 @@ class EpisodeStore:
                 raise ValueError(f"key {key!r} has NaN or infinite values (first at step {bad} of the episode)")
             if value.dtype.kind not in "biuf":
                 raise TypeError(f"key {key!r} has dtype {value.dtype}; stores hold numeric arrays only")
+            if 0 in value.shape[1:]:  # zarr can neither chunk nor write it: the store could not be read back
+                raise ValueError(f"key {key!r} has per-step shape {value.shape[1:]}, which holds no values; leave "
+                                 f"the key out")
         known = self._record["keys"]
         if not known:
             self._define_keys(arrays)

@@ -17,7 +17,15 @@ import zarr
 from tqdm import tqdm
 
 from robolearn.data.formats.output import building, check_separate, new_store
-from robolearn.data.formats.replay_buffer import check_arrays, check_chunks, is_replay_buffer, open_replay_buffer, read_episode_ends
+from robolearn.data.formats.replay_buffer import (
+    check_arrays,
+    check_chunks,
+    check_members,
+    is_replay_buffer,
+    open_replay_buffer,
+    read_episode_ends,
+    reading,
+)
 from robolearn.data.store import EpisodeStore
 
 
@@ -25,11 +33,11 @@ def _looks_like_image(arr: zarr.Array) -> bool:
     return arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] >= 8 and arr.shape[2] >= 8
 
 
-def _as_uint8_image(key: str, block: np.ndarray) -> np.ndarray:
+def _as_uint8_image(source: Path, key: str, block: np.ndarray) -> np.ndarray:
     if block.dtype == np.uint8:
         return block
     if block.min() < 0 or block.max() > 255 or not np.array_equal(block, np.round(block)):
-        raise ValueError(f"image key {key!r} has values that are not integers in 0..255; "
+        raise ValueError(f"{source}: image key {key!r} has values that are not integers in 0..255; "
                          f"import it without conversion with keep_dtypes=True")
     return block.astype(np.uint8)
 
@@ -47,30 +55,33 @@ def import_diffusion_policy(source: str | os.PathLike, dest: str | os.PathLike, 
     if not source.exists():
         raise FileNotFoundError(f"no diffusion_policy dataset at {source}")
     check_separate(source, dest)
-    group = open_replay_buffer(source)
-    data = group["data"]
-    available = sorted(name for name, _ in data.arrays())
-    keys = keys or available
-    missing = sorted(set(keys) - set(available))
-    if missing:
-        raise KeyError(f"{source}: data/ has no arrays {missing}; it has {available}")
-    rename = rename or {}
-    n_steps = check_arrays(source, {k: data[k] for k in keys})
-    # episode ends are never all fill value, so their chunks are always required
-    check_chunks(source, "meta/episode_ends", group["meta/episode_ends"])
-    ends = read_episode_ends(group, source, {k: n_steps for k in keys[:1]})
-    if not allow_missing_chunks:
-        for key in keys:
-            check_chunks(source, f"data/{key}", data[key])
-    images = {k for k in keys if _looks_like_image(data[k]) and not keep_dtypes}
+    with reading(source):  # everything the import trusts, checked before anything is written
+        group = open_replay_buffer(source)
+        check_members(source, group)
+        data = group["data"]
+        available = sorted(name for name, _ in data.arrays())
+        keys = keys or available
+        missing = sorted(set(keys) - set(available))
+        if missing:
+            raise KeyError(f"{source}: data/ has no arrays {missing}; it has {available}")
+        rename = rename or {}
+        n_steps = check_arrays(source, {k: data[k] for k in keys})
+        # episode ends are never all fill value, so their chunks are always required
+        check_chunks(source, "meta/episode_ends", group["meta/episode_ends"])
+        ends = read_episode_ends(group, source, {k: n_steps for k in keys[:1]})
+        if not allow_missing_chunks:
+            for key in keys:
+                check_chunks(source, f"data/{key}", data[key])
+        images = {k for k in keys if _looks_like_image(data[k]) and not keep_dtypes}
 
     def episodes() -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
         begin = 0
         for i, end in enumerate(tqdm(ends, desc=f"import {source.name}", unit="ep", disable=not progress)):
             arrays = {}
             for key in keys:
-                block = data[key][begin:end]
-                arrays[rename.get(key, key)] = _as_uint8_image(key, block) if key in images else block
+                with reading(source):
+                    block = data[key][begin:end]
+                arrays[rename.get(key, key)] = _as_uint8_image(source, key, block) if key in images else block
             yield arrays, {"source": f"diffusion_policy:{source.name}", "source_episode": i}
             begin = int(end)
 

@@ -7,7 +7,9 @@ so a lost chunk file would otherwise import as zeros without a word.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,9 @@ def check_arrays(source: Path, arrays: dict[str, zarr.Array]) -> int:
                                    f"float) can be imported. Leave it out with keys=[...]")
         if arr.ndim == 0:
             raise StoreFormatError(f"{source}: data/{key} is a scalar; replay buffer arrays have a time axis first")
+        if 0 in arr.shape[1:]:
+            raise StoreFormatError(f"{source}: data/{key} has per-step shape {arr.shape[1:]}, which holds no "
+                                   f"values; leave it out with keys=[...]")
         lengths[key] = arr.shape[0]
     first = next(iter(lengths))
     for key, n in lengths.items():
@@ -82,6 +87,36 @@ def read_episode_ends(group: zarr.Group, source: Path, lengths: dict[str, int]) 
         if n != ends[-1]:
             raise StoreFormatError(f"{source}: data/{key} has {n} steps but episode_ends ends at {ends[-1]}")
     return ends
+
+
+@contextlib.contextmanager
+def reading(source: Path) -> Iterator[None]:
+    """zarr, json and the codecs raise many types for damaged metadata or chunks: one error naming the buffer
+    instead. Our own refusals already name it and pass through."""
+    try:
+        yield
+    except StoreFormatError:
+        raise
+    except Exception as err:
+        if str(source) in str(err):
+            raise
+        raise StoreFormatError(f"{source} could not be read as a diffusion_policy replay buffer "
+                               f"({type(err).__name__}: {err}); the dataset is damaged: copy or download it "
+                               f"again") from err
+
+
+def check_members(source: Path, group: zarr.Group) -> None:
+    """Every entry under data/ must be an array: one whose .zarray is lost would silently drop out of the import."""
+    arrays = {name for name, _ in group["data"].arrays()}
+    stray = sorted(name for name in sync(_children(group.store, "data")) - arrays
+                   if not name.startswith(".") and name != "zarr.json")  # v2 and v3 metadata files
+    if stray:
+        raise StoreFormatError(f"{source}: data/{stray[0]} is not a readable zarr array (its metadata file is "
+                               f"missing or damaged); copy or download the dataset again")
+
+
+async def _children(store: zarr.abc.store.Store, prefix: str) -> set[str]:
+    return {key async for key in store.list_dir(prefix)}
 
 
 async def _listing(store: zarr.abc.store.Store, prefix: str) -> set[str]:

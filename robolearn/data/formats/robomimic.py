@@ -34,6 +34,7 @@ Import mapping and decisions:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -70,6 +71,31 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         return value.tolist()
     return None
+
+
+def _count_attr(value: Any, where: str) -> int:
+    """A step count attribute (num_samples, total): a non-negative integer, as robomimic writes it."""
+    value = _attr_value(value)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise StoreFormatError(f"{where} is {value!r}; it must be a non-negative integer count of steps")
+    return value
+
+
+@contextlib.contextmanager
+def _reading(source: Path) -> Iterator[None]:
+    """h5py raises many types (OSError, RuntimeError, KeyError, TypeError, ...) for a damaged file: one error
+    naming the file instead. Our own refusals already name it and pass through."""
+    try:
+        yield
+    except StoreFormatError:
+        raise
+    except Exception as err:
+        if str(source) in str(err):
+            raise
+        raise StoreFormatError(f"{source} could not be read as a robomimic HDF5 file ({type(err).__name__}: "
+                               f"{err}); the file is damaged or not in robomimic's layout") from err
 
 
 def _read_attrs(obj: h5py.HLObject, skip: set[str], where: str) -> dict[str, Any]:
@@ -259,8 +285,9 @@ def _scan(data: h5py.Group, demos: list[str], obs_keys: Sequence[str] | None, ne
         if steps == 0:
             raise StoreFormatError(f"{source}: {name}/actions is empty; robomimic demos have at least one step")
         declared = group.attrs.get("num_samples")
-        if declared is not None and int(declared) != steps:
-            raise StoreFormatError(f"{source}: {name} has num_samples = {int(declared)} but {name}/actions has "
+        declared = None if declared is None else _count_attr(declared, f"{source}: {name}.attrs['num_samples']")
+        if declared is not None and declared != steps:
+            raise StoreFormatError(f"{source}: {name} has num_samples = {declared} but {name}/actions has "
                                    f"{steps} steps")
         paths = _datasets(group)
         # robomimic's docs let non-robosuite files leave `states` empty: an empty one is not data, so it is skipped
@@ -325,13 +352,13 @@ def _read_demo(group: h5py.Group, name: str, layout: _Layout, source: Path, keep
     for path, key in layout.arrays.items():
         value = group[path][()]
         if path == "dones":
-            arrays[key] = _dones(f"{name}/dones", value, keep_dtypes)
+            arrays[key] = _dones(f"{source}: {name}/dones", value, keep_dtypes)
         else:  # MuJoCo states keep float64: they restore the simulator exactly
-            arrays[key] = _to_store_dtype(f"{name}/{path}", value, keep_dtypes or path.split("/")[0] == "states")
+            arrays[key] = _to_store_dtype(f"{source}: {name}/{path}", value, keep_dtypes or path.split("/")[0] == "states")
     final: dict[str, Any] = {}
     for key in layout.obs:
         obs = group["obs"][key][()]
-        arrays[key] = _to_store_dtype(f"{name}/obs/{key}", obs, keep_dtypes)
+        arrays[key] = _to_store_dtype(f"{source}: {name}/obs/{key}", obs, keep_dtypes)
         if not layout.next_obs or next_obs == "keep":
             continue
         nxt = group["next_obs"][key][()]
@@ -340,7 +367,7 @@ def _read_demo(group: h5py.Group, name: str, layout: _Layout, source: Path, keep
             raise StoreFormatError(f"{source}: {name}/next_obs/{key} is not {name}/obs/{key} shifted by one step "
                                    f"(first difference at step {_first_step(differs)}); import with next_obs='keep' "
                                    f"to store next_obs as its own keys ({NEXT_OBS_PREFIX}{key})")
-        final[key] = pack_array(_to_store_dtype(f"{name}/next_obs/{key}", nxt[-1:], keep_dtypes)[0])
+        final[key] = pack_array(_to_store_dtype(f"{source}: {name}/next_obs/{key}", nxt[-1:], keep_dtypes)[0])
 
     meta: dict[str, Any] = {"source": f"robomimic:{source.name}", "demo": name}
     model_file = group.attrs.get("model_file")
@@ -357,9 +384,10 @@ def _read_demo(group: h5py.Group, name: str, layout: _Layout, source: Path, keep
 def _check_total(data: h5py.Group, demos: list[str], source: Path) -> None:
     """Warn when `total` disagrees with the demos: the data is still consistent, robomimic's reader ignores it."""
     total = data.attrs.get("total")
+    total = None if total is None else _count_attr(total, f"{source}: data.attrs['total']")
     steps = sum(data[name]["actions"].shape[0] for name in demos)
-    if total is not None and int(total) != steps:
-        warnings.warn(f"{source}: data.attrs['total'] is {int(total)} but the demos hold {steps} steps; "
+    if total is not None and total != steps:
+        warnings.warn(f"{source}: data.attrs['total'] is {total} but the demos hold {steps} steps; "
                       f"importing the demos as they are", stacklevel=3)
 
 
@@ -382,38 +410,42 @@ def import_robomimic(source: str | os.PathLike, dest: str | os.PathLike, *, task
     check_separate(source, dest)
     if source.is_dir() or not h5py.is_hdf5(source):
         raise StoreFormatError(f"{source} is not an HDF5 file; robomimic datasets are .hdf5 files")
-    with h5py.File(source, "r") as file:
-        data = file.get("data")
-        if not isinstance(data, h5py.Group):
-            raise StoreFormatError(f"{source} has no 'data' group, so it is not a robomimic dataset "
-                                   f"(expected data/demo_<n>/actions, obs/..., with data.attrs['env_args'])")
-        demos = _sorted_demos(data, source)
-        env_args = _parse_env_args(data, source)
-        masks = _read_masks(file, demos, source)
-        layout = _scan(data, demos, obs_keys, next_obs, source, keep_dtypes)
-        _check_total(data, demos, source)
-        if layout.ignored:
-            warnings.warn(f"{source}: {layout.ignored} do not have one row per step in every demo; not imported",
-                          stacklevel=2)
-        if layout.non_numeric:
-            warnings.warn(f"{source}: {layout.non_numeric} are not numeric (a store holds numbers only); not imported",
-                          stacklevel=2)
-        attrs: dict[str, Any] = {"imported_from": str(source.resolve()), "format": "robomimic",
-                                 "env_args": env_args, "masks": sorted(masks)}
-        extra = {key: path for path, key in layout.arrays.items() if path not in RENAMED and not path.startswith("next_obs/")}
-        if extra:
-            attrs["extra_datasets"] = extra
-        data_attrs = _read_attrs(data, {"total", "env_args"}, f"{source}: data")
-        if data_attrs:
-            attrs["data_attrs"] = data_attrs
-        if env_args is not None:
-            task = task if task is not None else env_args.get("env_name")
-            freq = (env_args.get("env_kwargs") or {}).get("control_freq")
-            fps = fps if fps is not None else (float(freq) if isinstance(freq, (int, float)) else None)
+    with _reading(source):
+        file = h5py.File(source, "r")
+    with file:
+        with _reading(source):  # the layout, read and checked before anything is written
+            data = file.get("data")
+            if not isinstance(data, h5py.Group):
+                raise StoreFormatError(f"{source} has no 'data' group, so it is not a robomimic dataset "
+                                       f"(expected data/demo_<n>/actions, obs/..., with data.attrs['env_args'])")
+            demos = _sorted_demos(data, source)
+            env_args = _parse_env_args(data, source)
+            masks = _read_masks(file, demos, source)
+            layout = _scan(data, demos, obs_keys, next_obs, source, keep_dtypes)
+            _check_total(data, demos, source)
+            if layout.ignored:
+                warnings.warn(f"{source}: {layout.ignored} do not have one row per step in every demo; not imported",
+                              stacklevel=2)
+            if layout.non_numeric:
+                warnings.warn(f"{source}: {layout.non_numeric} are not numeric (a store holds numbers only); not imported",
+                              stacklevel=2)
+            attrs: dict[str, Any] = {"imported_from": str(source.resolve()), "format": "robomimic",
+                                     "env_args": env_args, "masks": sorted(masks)}
+            extra = {key: path for path, key in layout.arrays.items() if path not in RENAMED and not path.startswith("next_obs/")}
+            if extra:
+                attrs["extra_datasets"] = extra
+            data_attrs = _read_attrs(data, {"total", "env_args"}, f"{source}: data")
+            if data_attrs:
+                attrs["data_attrs"] = data_attrs
+            if env_args is not None:
+                task = task if task is not None else env_args.get("env_name")
+                freq = (env_args.get("env_kwargs") or {}).get("control_freq")
+                fps = fps if fps is not None else (float(freq) if isinstance(freq, (int, float)) else None)
 
         def episodes() -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
             for name in tqdm(demos, desc=f"import {source.name}", unit="demo", disable=not progress):
-                arrays, meta = _read_demo(data[name], name, layout, source, keep_dtypes, next_obs)
+                with _reading(source):
+                    arrays, meta = _read_demo(data[name], name, layout, source, keep_dtypes, next_obs)
                 meta["masks"] = sorted(m for m, members in masks.items() if name in members)
                 yield arrays, meta
 
