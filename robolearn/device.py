@@ -9,6 +9,7 @@ during long runs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -120,10 +121,8 @@ def choose_num_threads(interval_s: float = 0.2, max_threads: int | None = None) 
 def configure_cpu_runtime() -> None:
     """Settings that only work before torch starts its thread pools: one inter-op thread (ops are launched from
     one Python thread; a second pool only adds waiting threads). Safe to call more than once."""
-    try:
+    with contextlib.suppress(RuntimeError):  # the pool already started: it keeps its size, nothing depends on it
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # the pool already started: it keeps its size, nothing else depends on it
-        pass
 
 
 class ThreadGovernor:
