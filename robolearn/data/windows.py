@@ -95,8 +95,9 @@ class Windows:
 
     def _rows(self, windows: np.ndarray, steps: int) -> np.ndarray:
         """(B, steps) store rows of each window's first `steps` steps, clamped into its episode."""
-        start, ep_start, ep_end = (windows[:, i:i + 1] for i in range(3))
-        return np.clip(start + np.arange(steps), ep_start, ep_end - 1)
+        rows = windows[:, :1] + np.arange(steps)
+        np.maximum(rows, windows[:, 1:2], out=rows)  # in place: faster than np.clip for a batch
+        return np.minimum(rows, windows[:, 2:3] - 1, out=rows)
 
     def _gather(self, key: str, rows: np.ndarray) -> np.ndarray:
         if key in self._ram:
@@ -107,7 +108,7 @@ class Windows:
 
     def gather(self, idx: np.ndarray) -> dict:
         """Windows `idx` as {"obs": {key: (B, n_obs_steps, ...)}, "action": (B, horizon, action_dim)} (numpy)."""
-        windows = self.index[np.asarray(idx, dtype=np.int64)]
+        windows = np.take(self.index, np.asarray(idx, dtype=np.int64), axis=0)
         obs_rows = self._rows(windows, self.spec.n_obs_steps)
         act_rows = self._rows(windows, self.spec.horizon)
         return {
