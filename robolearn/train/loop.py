@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+import robolearn.train.precision as amp
 from robolearn.nn.checkpoint_folder import read_tensors
 from robolearn.nn.ema import EMA
-from robolearn.train import precision as amp
 from robolearn.train.distributed import World, all_max, all_mean
 
 # batch -> (loss, named float parts to log); a model's loss may return the tensor alone
