@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from robolearn.data.frame_file import FrameFile, frame_file_dir
-from robolearn.data.store import EpisodeStore
+from robolearn.data.store import EpisodeStore, StoreFormatError
 from robolearn.data.windows import Windows, WindowSpec
 
 SPEC = WindowSpec(obs_keys=("image", "agent_pos"), n_obs_steps=2, horizon=8, n_action_steps=4)
@@ -85,3 +85,16 @@ def test_frame_files_go_to_the_user_cache_when_the_store_folder_is_read_only(sto
 def test_unknown_cache_mode_is_refused(store):
     with pytest.raises(ValueError, match="cache must be one of auto, ram, disk, none"):
         Windows(store, SPEC, cache="gpu", obs_sources=SOURCES)
+
+
+def test_a_garbled_frame_is_an_error_not_other_pixels(store, tmp_path):
+    frames = FrameFile(store, "img", tmp_path / "frames")
+    first, end = frames._offsets[40], frames._offsets[41]
+    data = bytearray(frames.path.read_bytes())
+    data[(first + end) // 2] ^= 0x55
+    frames.path.write_bytes(bytes(data))
+    damaged = FrameFile(store, "img", tmp_path / "frames")  # the header still matches: opened as it is
+    np.testing.assert_array_equal(damaged.read_rows(np.array([39, 41])), store.read_rows("img", np.array([39, 41])))
+    with pytest.raises(StoreFormatError, match=r"frame file .*img.lz4 is damaged \(frame 40 fails its checksum\); "
+                                               r"delete it and it is rebuilt"):
+        damaged.read_rows(np.array([[3, 40]]))
