@@ -66,7 +66,7 @@ class TrainConfig:
     tf32: bool = True  # CUDA: fp32 matmuls and convolutions on TF32 tensor cores
     prefetch: int = 2  # batches prepared ahead by a background thread (0: prepared between steps)
     dist_timeout_s: float = DEFAULT_TIMEOUT_S  # torchrun: a rank waiting longer on the others fails (no hang)
-    cache: str = "auto"  # windows RAM cache: auto | ram | none
+    cache: str = "auto"  # windows cache: auto (RAM if it fits, else camera frames from disk) | ram | disk | none
     log_every: int = 50
     checkpoint_every: int = 2_000
     eval_every: int = 0  # steps between evaluations during training (0: only at the end)
