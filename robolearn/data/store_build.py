@@ -13,9 +13,7 @@ removed by the next build of the same path.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
-import errno
 import json
 import os
 import re
@@ -26,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robolearn.data.atomic_paths import RENAME_EXCHANGE, RENAME_NOREPLACE, is_empty_dir, pid_alive, renameat2
 from robolearn.data.store_errors import StoreLockedError
 from robolearn.data.store_lock import StoreLock
 
@@ -83,7 +82,7 @@ def _check_target(path: Path, replace: bool) -> StoreLock | None:
     """Refuse what must not be replaced; when replacing a store, hold its write lock until the swap."""
     if not (path.exists() or path.is_symlink()):
         return None
-    if _is_empty_dir(path):
+    if is_empty_dir(path):
         return None  # holds nothing: the new store simply takes its place
     if not replace:
         raise FileExistsError(f"{path} already exists; pass replace=True to replace it (the old store stays until "
@@ -94,16 +93,12 @@ def _check_target(path: Path, replace: bool) -> StoreLock | None:
     return StoreLock.acquire(path)  # raises StoreLockedError while someone appends to it
 
 
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-
-
 def _move_into_place(tmp: Path, path: Path, replacing: bool) -> None:
     if not replacing:
         try:
-            if _is_empty_dir(path):
+            if is_empty_dir(path):
                 os.rename(tmp, path)  # atomically replaces an empty folder
-            elif not _renameat2(tmp, path, _RENAME_NOREPLACE):
+            elif not renameat2(tmp, path, RENAME_NOREPLACE):
                 if path.exists():
                     raise FileExistsError(path)
                 os.rename(tmp, path)
@@ -112,7 +107,7 @@ def _move_into_place(tmp: Path, path: Path, replacing: bool) -> None:
                                   f"discarded and {path} left as it is") from None
         return
     old = path.with_name(f".{path.name}.old-{os.getpid()}-{secrets.token_hex(3)}")
-    if _renameat2(tmp, path, _RENAME_EXCHANGE):
+    if renameat2(tmp, path, RENAME_EXCHANGE):
         os.rename(tmp, old)  # tmp now names the old store
     else:
         os.rename(path, old)
@@ -131,7 +126,7 @@ def remove_stale_builds(path: Path) -> list[Path]:
     removed = []
     for sibling in path.parent.glob(f".{_glob_escape(path.name)}.*-*"):
         m = _STALE.match(sibling.name)
-        if not m or m["name"] != path.name or _pid_alive(int(m["pid"])):
+        if not m or m["name"] != path.name or pid_alive(int(m["pid"])):
             continue
         if m["kind"] == "old" and not path.exists():
             continue
@@ -150,39 +145,3 @@ def remove_stale_builds(path: Path) -> list[Path]:
 
 def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # this process: possibly a build still running in another thread
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
-
-
-def _renameat2(src: Path, dst: Path, flags: int) -> bool:
-    """Linux renameat2; False where the C library or the file system lacks it (the caller falls back)."""
-    fn = getattr(_libc(), "renameat2", None)
-    if fn is None:
-        return False
-    at_fdcwd = -100
-    if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), flags) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(src), None, str(dst))
-
-
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None

@@ -9,15 +9,13 @@ build of the same destination removes once its process is gone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from robolearn.data.atomic_paths import RENAME_EXCHANGE, is_empty_dir, pid_alive, renameat2
 from robolearn.data.store import EpisodeStore
 
 PARTIAL = "partial"    # a temporary output being built
@@ -39,20 +37,6 @@ def check_separate(source: str | os.PathLike, dest: str | os.PathLike) -> None:
                      f"destroy the input, so choose a destination outside it")
 
 
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _sibling(dest: Path, tag: str) -> Path:
     return dest.with_name(f".{dest.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
 
@@ -70,7 +54,7 @@ def _clean_stale(dest: Path) -> None:
     for tag in (REPLACED, PARTIAL):  # restore first, so a missing dest gets its old output back
         for stale in sorted(dest.parent.glob(f".{dest.name}.{tag}-*")):
             pid = stale.name.rsplit(f".{tag}-", 1)[1].split("-")[0]
-            if not pid.isdigit() or _pid_alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue
             if tag == REPLACED and not dest.exists():
                 os.rename(stale, dest)
@@ -78,27 +62,12 @@ def _clean_stale(dest: Path) -> None:
                 _remove(stale)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, f"could not swap {a} and {b}: {os.strerror(err)}")
-
-
 def _put_in_place(tmp: Path, dest: Path) -> None:
     if not dest.exists() and not dest.is_symlink():
         os.rename(tmp, dest)
-    elif tmp.is_file() or _is_empty_dir(dest):
+    elif tmp.is_file() or is_empty_dir(dest):
         os.replace(tmp, dest)  # atomic for a file, and for a folder onto an empty one
-    elif _exchange(tmp, dest):
+    elif renameat2(tmp, dest, RENAME_EXCHANGE):
         _remove(tmp)  # now holds the old output
     else:  # two renames: a kill between them leaves the old output at .<name>.replaced-*, restored next time
         aside = _sibling(dest, REPLACED)
@@ -117,7 +86,7 @@ def building(dest: str | os.PathLike, *, overwrite: bool, owned: Callable[[Path]
     dest = Path(dest)
     if dest.parent.is_dir():
         _clean_stale(dest)  # first: an old output moved aside by a killed build comes back before the checks
-    if dest.exists() and not _is_empty_dir(dest):
+    if dest.exists() and not is_empty_dir(dest):
         if not overwrite:
             raise FileExistsError(f"{dest} exists; pass overwrite=True (--overwrite) to replace it")
         if not owned(dest):
@@ -138,7 +107,7 @@ def new_store(dest: str | os.PathLike, *, overwrite: bool, **create_kwargs) -> I
     """`EpisodeStore.build` (temporary sibling, renamed into place when complete; replaces only a store), with the
     refusal of an existing `dest` worded for convert's `overwrite`."""
     dest = Path(dest)
-    if not overwrite and dest.exists() and not _is_empty_dir(dest):
+    if not overwrite and dest.exists() and not is_empty_dir(dest):
         raise FileExistsError(f"{dest} already exists; pass overwrite=True (--overwrite) to replace it")
     with EpisodeStore.build(dest, replace=overwrite, **create_kwargs) as store:
         yield store
