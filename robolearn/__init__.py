@@ -3,6 +3,15 @@
     policy = robolearn.load_policy("runs/pusht_diffusion/checkpoints/last")
 """
 import contextlib
+import os
+import sys
+
+# Headless rendering out of the box: without a display, MuJoCo's default GL backend (GLFW) cannot start and every
+# camera or video render fails with "gladLoadGL error". EGL (Mesa's llvmpipe on a CPU machine, the GPU driver
+# elsewhere) needs no display. Set before anything imports mujoco; worker processes inherit it. A user's own
+# MUJOCO_GL (osmesa, glfw, ...) is kept.
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 # Mesa's software OpenGL (llvmpipe: offscreen rendering without a GPU) and triton (imported by torch the first time
 # an optimizer or torch.compile is built) each carry an LLVM. Loading triton after a GL context exists kills the

@@ -22,3 +22,29 @@ def test_training_after_offscreen_rendering_in_the_same_process_does_not_crash()
     env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and "alive" in done.stdout, done.stderr[-2000:]
+
+
+def test_rendering_works_headless_without_any_gl_setting():
+    """A fresh shell has no MUJOCO_GL and no display: importing robolearn picks EGL, so cameras and videos render
+    (MuJoCo's default GLFW backend failed every render with 'gladLoadGL error')."""
+    script = textwrap.dedent("""
+        import os
+        import robolearn
+        from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
+        assert os.environ["MUJOCO_GL"] == "egl"
+        arm = SimulatedArm(realtime=False, camera_names=("front",))
+        camera = SimulatedCamera(arm, "front", width=32, height=32)
+        camera.connect()
+        frame = camera.read(timeout_s=10.0)
+        camera.disconnect()
+        assert frame.image.std() > 5, "the render is blank"
+        print("rendered")
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY",
+                                                             "WAYLAND_DISPLAY")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"},
+                          timeout=120)
+    assert done.returncode == 0 and "rendered" in done.stdout, done.stderr[-2000:]
+    kept = subprocess.run([sys.executable, "-c", "import os, robolearn; print(os.environ['MUJOCO_GL'])"],
+                          capture_output=True, text=True, env={**env, "MUJOCO_GL": "osmesa"}, timeout=60)
+    assert kept.stdout.strip() == "osmesa"  # a user's own choice is kept
