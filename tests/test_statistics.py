@@ -75,3 +75,17 @@ def test_bounded_scores_get_an_interval_inside_their_bounds():
     assert np.isnan(bootstrap_mean_interval([0.4])[1])
     with pytest.raises(ValueError, match="non-finite"):
         bootstrap_mean_interval([0.1, float("inf")])
+
+
+def test_scores_without_spread_get_wilsons_interval_within_their_bounds():
+    from robolearn.eval.statistics import bootstrap_mean_interval
+
+    mean, low, high = bootstrap_mean_interval([0.0, 0.0], bounds=(0.0, 1.0))  # was 0 [0, 0]: no spread, no doubt
+    assert (mean, low) == (0.0, 0.0) and high == pytest.approx(wilson_interval(0, 2)[1])
+    mean, low, high = bootstrap_mean_interval([1.0] * 50, bounds=(0.0, 1.0))
+    assert high == 1.0 and low == pytest.approx(wilson_interval(50, 50)[0])
+    mean, low, high = bootstrap_mean_interval([0.7] * 3, bounds=(0.0, 1.0))
+    assert 0.0 < low < 0.7 < high < 1.0
+    assert bootstrap_mean_interval([0.2, 0.9], bounds=(0.0, 1.0)) == bootstrap_mean_interval([0.2, 0.9])  # spread: bootstrap
+    with pytest.raises(ValueError, match="outside the bounds"):
+        bootstrap_mean_interval([2.0, 2.0], bounds=(0.0, 1.0))

@@ -86,6 +86,11 @@ class _TimedPolicy:
         return self._timed(self.policy.sample, obs, n=n, generator=generator)
 
 
+def unit_bounds(values: list[float]) -> tuple[float, float] | None:
+    """(0, 1) for scores on the unit scale (coverage, sparse or normalized rewards); None when they leave it."""
+    return (0.0, 1.0) if values and min(values) >= 0.0 and max(values) <= 1.0 else None
+
+
 def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed: int = DEFAULT_START_SEED,
              n_envs: int = 50, video_path: str | Path | None = None, video_episodes: int = 4,
              sample_seed: int = 0, progress: bool = True, n_workers: int = 0,
@@ -224,9 +229,9 @@ def _summarize(task: TaskConfig, start_seed: int, rows: torch.Tensor, stats: tor
     low, high = wilson_interval(k, n)
     scores = [float(x) for x in col["score"]] if task.score_key else []
     # bounded scores (coverage, max reward): an interval that cannot leave the values' range
-    s_mean, s_low, s_high = bootstrap_mean_interval(scores) if scores else (None, None, None)
+    s_mean, s_low, s_high = bootstrap_mean_interval(scores, bounds=unit_bounds(scores)) if scores else (None,) * 3
     max_rewards = [float(x) for x in col["max_reward"]]
-    r_mean, r_low, r_high = bootstrap_mean_interval(max_rewards)
+    r_mean, r_low, r_high = bootstrap_mean_interval(max_rewards, bounds=unit_bounds(max_rewards))
     total_s, calls, restarts, reruns, _ = stats.sum(0).tolist()
     episodes = []
     for j in range(n):
