@@ -63,6 +63,13 @@ def test_a_zero_weight_parent_changes_nothing_and_equal_parents_mix_to_themselve
     assert not torch.allclose(mixed, a.sample(obs(), noise=noise(n=1)), atol=1e-3)
 
 
+def test_a_zero_weight_diffusion_parent_does_not_change_a_flow_parents_grid():
+    a, b = diffusion(), flow()
+    torch.testing.assert_close(ComposedPolicy([a, b], [0.0, 1.0]).sample(obs(), noise=noise(n=1)),
+                               b.sample(obs(), noise=noise(n=1)), atol=1e-4, rtol=1e-5)
+    assert ComposedPolicy([a, b], [0.0, 1.0]).nfe() == 6 and ComposedPolicy([a, b], [0.5, 0.5]).nfe() == 5 * 2
+
+
 def test_parents_with_other_action_normalizers_are_mapped_into_one_space():
     a = flow(0)
     b = fitted(flow(0), action_range=(-5.0, 20.0))  # same weights, other normalization of the same actions

@@ -12,7 +12,8 @@ y' = t' * x1 + (1 - t') * eps, with x1 and eps mixed by the convex weights.
   own DDIM grid the re-composition is exactly its DDIM step (eta = 0).
 - energy (IBC): v = -grad E(y), read like a flow's velocity (a heuristic: IBC trains no flow).
 So a composition of one parent with weight 1 reproduces that parent's Euler (flow) or DDIM (diffusion) samples
-from the same noise. The time grid is the first diffusion parent's DDIM grid, else `steps` uniform steps.
+from the same noise. The time grid is the DDIM grid of the first diffusion parent taking part (weight > 0), else
+`steps` uniform steps (default: the first flow parent's).
 
 Parents must agree on action_dim, horizon and n_obs_steps (the chunk's alignment with the observations); each
 parent's action normalizer maps the shared space (the first parent's normalized units) affinely onto its own.
@@ -85,15 +86,23 @@ class ComposedPolicy(Policy):
 
     def nfe(self) -> int:
         """Network evaluations per chunk: every parent runs at every step of the shared grid."""
-        return (len(self.time_grid()[0]) - 1) * len(self.parents)
+        return (len(self.time_grid()[0]) - 1) * len(self.active)
 
     # ----- the shared time grid -----
 
+    @property
+    def active(self) -> list[Policy]:
+        """The parents that take part: all of them under a weight schedule, else those with a weight above 0 (so a
+        parent weighted 0 changes nothing, not even the time grid)."""
+        if callable(self.weights):
+            return list(self.parents)
+        return [p for p, w in zip(self.parents, self.weights) if w > 0.0]
+
     def time_grid(self) -> tuple[list[float], list[float | None]]:
         """Flow times t_0 < ... < t_N = 1 and, per step, the first diffusion parent's exact timestep (or None)."""
-        diffusion = next((p for p in self.parents if isinstance(p, DiffusionPolicy)), None)
+        diffusion = next((p for p in self.active if isinstance(p, DiffusionPolicy)), None)
         if diffusion is None:
-            flows = [p for p in self.parents if isinstance(p, FlowMatchingPolicy)]
+            flows = [p for p in self.active if isinstance(p, FlowMatchingPolicy)]
             steps = self.steps or (flows[0].config.num_inference_steps if flows else 10)
             return [i / steps for i in range(steps + 1)], [None] * steps
         sched = diffusion._scheduler("ddim", self.steps)
@@ -167,7 +176,9 @@ class ComposedPolicy(Policy):
             return a, b
 
         self._to_parent = [affine(p) for p in self.parents]
-        self._first_diffusion = next((i for i, p in enumerate(self.parents) if isinstance(p, DiffusionPolicy)), None)
+        active = {id(p) for p in self.active}
+        self._first_diffusion = next((i for i, p in enumerate(self.parents)
+                                      if isinstance(p, DiffusionPolicy) and id(p) in active), None)
 
 
 def _flow_time(alpha_bar: float) -> float:
