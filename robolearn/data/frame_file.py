@@ -4,8 +4,9 @@ The store keeps images in ~1 MiB zarr chunks (37 Push-T frames of 96x96x3): a ra
 decompresses its whole chunk for the 2 frames it needs, and zarr's per-call overhead is large. A frame file is
 a derived copy of one camera key built once from the store (`<store>.frames/<key>.lz4` beside it, or under
 ~/.cache/robolearn/frames when that folder is not writable): every frame LZ4-compressed on its own and
-concatenated, plus the offsets and a CRC-32 of each blob (checked at every read). A random frame is then one slice of a memory map (the OS page cache keeps what
-is hot, and gives it back under memory pressure) and one ~20 us decompression.
+concatenated, plus the offsets and a CRC-32 of each blob (checked at every read). A random frame is then one
+slice of a memory map (the OS page cache keeps what is hot, and gives it back under memory pressure) and one
+~20 us decompression.
 
 Built under a temporary name and renamed into place (several ranks may build at once); a file whose header
 does not match the store (other step count, shape, dtype or sample frames) is rebuilt, never used.
