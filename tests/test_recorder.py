@@ -93,7 +93,9 @@ def test_recorder_refuses_a_store_with_other_keys_or_read_only(tmp_path):
 
 
 SESSION = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as in a terminal: a shell that starts jobs in the background (CI scripts) hands them SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from robolearn.control.executor import PolicyRunner
     from robolearn.control.loop import ControlLoop
     from robolearn.control.recorder import EpisodeRecorder
