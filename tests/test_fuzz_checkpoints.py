@@ -17,6 +17,7 @@ from robolearn.cli import expected_errors
 from robolearn.models.critic import Critic, CriticConfig, load_critic, save_critic
 from robolearn.policies.checkpoint import load_task, save_policy
 from robolearn.task import TaskConfig
+from tests.fuzzing import json_paths
 from tests.helpers import tiny_diffusion
 
 FUZZ = settings(max_examples=int(os.environ.get("ROBOLEARN_FUZZ_EXAMPLES", 40)), deadline=None, derandomize=True,
@@ -78,16 +79,6 @@ def test_garbled_bytes(pristine, tmp_path, which, flips):
         data[int(where * len(data))] ^= xor
     (folder / which).write_bytes(bytes(data))
     load_or_fail_cleanly(folder)
-
-
-def json_paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from json_paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from json_paths(item, (*prefix, i))
 
 
 @FUZZ

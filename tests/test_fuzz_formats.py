@@ -21,6 +21,7 @@ from robolearn.cli import expected_errors, main
 from robolearn.data.formats.diffusion_policy import import_diffusion_policy
 from robolearn.data.formats.robomimic import export_robomimic, import_robomimic
 from robolearn.data.store import EpisodeStore, StoreFormatError
+from tests.fuzzing import json_paths
 
 FUZZ = settings(max_examples=int(os.environ.get("ROBOLEARN_FUZZ_EXAMPLES", 25)), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # the same cases on every CI run
@@ -161,16 +162,6 @@ def test_damaged_replay_buffer_files(sources, reference, tmp_path, capsys, data,
         (src / name).write_bytes(bytes(raw))
     # a garbled chunk or .zarray may decode to other numbers: zarr v2 chunks carry no checksum to tell
     convert_or_fail_cleanly("dp", src, tmp_path, capsys, reference["dp"], may_change=how != "delete")
-
-
-def json_paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from json_paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from json_paths(item, (*prefix, i))
 
 
 @FUZZ

@@ -19,6 +19,7 @@ from robolearn.cli import expected_errors, main
 from robolearn.data import store as store_module
 from robolearn.data.store import EpisodeStore, StoreFormatError
 from robolearn.data.windows import Windows, WindowSpec
+from tests.fuzzing import json_paths
 
 FUZZ = settings(max_examples=int(os.environ.get("ROBOLEARN_FUZZ_EXAMPLES", 30)), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # the same cases on every CI run
@@ -175,16 +176,6 @@ def test_stray_files(pristine, reference, tmp_path, capsys, data, name, content)
 
 
 # ---------------------------------------------------------------------------------------------- metadata
-def json_paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from json_paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from json_paths(item, (*prefix, i))
-
-
 def replace_in_json(file: Path, path: tuple, value) -> None:
     document = json.loads(file.read_text())
     if not path:

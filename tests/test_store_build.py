@@ -64,7 +64,7 @@ def test_build_refuses_existing_without_replace(tmp_path):
     assert EpisodeStore.open(path).n_episodes == 1 and siblings(path) == []
     with pytest.raises(TypeError, match="replace=True"):
         with EpisodeStore.build(path, overwrite=True):
-            pass
+            pytest.fail("the block must not run")
     empty = tmp_path / "empty"
     empty.mkdir()
     with EpisodeStore.build(empty) as store:  # an empty folder holds nothing to lose

@@ -56,7 +56,7 @@ def test_a_resumed_loop_continues_exactly_like_an_uninterrupted_one(tmp_path):
     straight.run(batches(straight), loss_fn(straight_model))
 
     class Killed(Exception):
-        pass
+        """The process dying right after its checkpoint."""
 
     def checkpoint_then_die():
         first.save_state(tmp_path / "state.safetensors")
