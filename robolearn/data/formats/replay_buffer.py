@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from robolearn.data.formats import source_errors
 from robolearn.data.store import StoreFormatError
 
 
@@ -89,20 +89,9 @@ def read_episode_ends(group: zarr.Group, source: Path, lengths: dict[str, int]) 
     return ends
 
 
-@contextlib.contextmanager
-def reading(source: Path) -> Iterator[None]:
-    """zarr, json and the codecs raise many types for damaged metadata or chunks: one error naming the buffer
-    instead. Our own refusals already name it and pass through."""
-    try:
-        yield
-    except StoreFormatError:
-        raise
-    except Exception as err:
-        if str(source) in str(err):
-            raise
-        raise StoreFormatError(f"{source} could not be read as a diffusion_policy replay buffer "
-                               f"({type(err).__name__}: {err}); the dataset is damaged: copy or download it "
-                               f"again") from err
+def reading(source: Path) -> contextlib.AbstractContextManager[None]:
+    return source_errors.reading(source, "a diffusion_policy replay buffer",
+                                 "the dataset is damaged: copy or download it again")
 
 
 def check_members(source: Path, group: zarr.Group) -> None:

@@ -49,6 +49,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from robolearn.data.formats import source_errors
 from robolearn.data.formats.output import building, check_separate, new_store
 from robolearn.data.store import EpisodeStore, StoreFormatError
 
@@ -83,19 +84,8 @@ def _count_attr(value: Any, where: str) -> int:
     return value
 
 
-@contextlib.contextmanager
-def _reading(source: Path) -> Iterator[None]:
-    """h5py raises many types (OSError, RuntimeError, KeyError, TypeError, ...) for a damaged file: one error
-    naming the file instead. Our own refusals already name it and pass through."""
-    try:
-        yield
-    except StoreFormatError:
-        raise
-    except Exception as err:
-        if str(source) in str(err):
-            raise
-        raise StoreFormatError(f"{source} could not be read as a robomimic HDF5 file ({type(err).__name__}: "
-                               f"{err}); the file is damaged or not in robomimic's layout") from err
+def _reading(source: Path) -> contextlib.AbstractContextManager[None]:
+    return source_errors.reading(source, "a robomimic HDF5 file", "the file is damaged or not in robomimic's layout")
 
 
 def _read_attrs(obj: h5py.HLObject, skip: set[str], where: str) -> dict[str, Any]:
