@@ -35,10 +35,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0 (seconds, rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
@@ -46,10 +43,7 @@ def positive_float(text: str) -> float:
 
 def probability(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
     return value
@@ -82,3 +76,10 @@ def check_device(name: str | None, option: str) -> None:
         raise ValueError(f"{label}: {err}") from err
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"{label}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
