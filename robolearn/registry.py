@@ -86,7 +86,11 @@ def _load(target: str | Callable[..., Any]) -> Any:
 POLICIES = Registry("policy", base="robolearn.policies.base:Policy")
 POLICIES.register("diffusion", "robolearn.policies.diffusion:DiffusionPolicy")
 POLICIES.register("flow", "robolearn.policies.flow:FlowMatchingPolicy")
-POLICIES.register("energy", "robolearn.policies.energy:EnergyPolicy")
+POLICIES.register("energy_descent", "robolearn.policies.energy_descent:EnergyDescentPolicy")
+# IBC was "energy" (and lived in policies/energy.py) until the energy-descent head took the name of the config
+# group (`policy=energy`): checkpoints that say "energy" are IBC checkpoints.
+POLICIES.register("energy_ibc", "robolearn.policies.ibc:IBCPolicy",
+                  aliases=["energy", "robolearn.policies.energy:EnergyPolicy"])
 POLICIES.register("regression", "robolearn.policies.regression:RegressionPolicy")
 
 ENVS = Registry("env")  # classes or factories returning an Env

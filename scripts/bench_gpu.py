@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
 
 CUDA = torch.device("cuda")
@@ -82,7 +82,7 @@ def inference_rows():
     state = {"obs_shapes": {"state": [5]}, "action_dim": 2}
     diffusion = fit(DiffusionPolicy(DiffusionConfig(**state, down_dims=PAPER))).eval()
     flow = fit(FlowMatchingPolicy(FlowConfig(**state, down_dims=PAPER))).eval()
-    energy = fit(EnergyPolicy(EnergyConfig(**state))).eval()
+    energy = fit(IBCPolicy(IBCConfig(**state))).eval()
     rows = []
     for name, policy, cfg in [("DDIM 10", diffusion, {"scheduler": "ddim", "num_inference_steps": 10}),
                               ("DDPM 100", diffusion, {"scheduler": "ddpm"}),

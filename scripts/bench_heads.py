@@ -2,9 +2,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_heads.py --steps 8000 --episodes 100 --out runs/heads
 
-Each head trains from its own config (configs/policy/<head>.yaml) with the shared overrides below, then every
+Each run trains a head from its config (configs/policy/<group>.yaml, RUNS below) with the shared overrides, then every
 sampler variant of it is evaluated on the same seeds and timed at batch 1 on one CPU thread. Prints a Markdown
-table and writes `<out>/results.json`. Heads that already have a checkpoint in `<out>/<head>` are not retrained
+table and writes `<out>/results.json`. Runs that already have a checkpoint in `<out>/<run>` are not retrained
 (delete the folder to retrain), so an interrupted benchmark resumes where it stopped.
 """
 from __future__ import annotations
@@ -23,27 +23,37 @@ from robolearn.eval.rollout import evaluate
 from robolearn.policies.checkpoint import load_task, read_record
 from robolearn.train import RunConfig, Trainer
 
-# head -> sampler variants (FIELD=VALUE overrides of its config) to evaluate from one trained checkpoint
-VARIANTS = {
-    "diffusion": {"DDIM 10": ["scheduler=ddim", "num_inference_steps=10"], "DDPM 100": ["scheduler=ddpm"]},
-    "flow": {f"{k} step{'s' if k > 1 else ''}": ["integrator=euler", f"num_inference_steps={k}"] for k in (1, 2, 4, 10)},
-    "energy": {"DFO 256x3": ["sampler=dfo", "dfo_samples=256"]},
-    "regression": {"MSE": []},
+# run -> (policy config group, its training overrides, sampler variants as FIELD=VALUE overrides of its config)
+TRANSFORMER = ["policy.backbone=transformer", "policy.n_layer=4", "policy.n_emb=128"]
+DESCENT = {f"descent {k}": [f"descent_steps={k}"] for k in (1, 2, 4)}
+RUNS = {
+    "diffusion": ("diffusion", [], {"DDIM 10": ["scheduler=ddim", "num_inference_steps=10"],
+                                    "DDPM 100": ["scheduler=ddpm"]}),
+    "flow": ("flow", [], {f"{k} step{'s' if k > 1 else ''}": ["integrator=euler", f"num_inference_steps={k}"]
+                          for k in (1, 2, 4, 10)}),
+    "energy": ("energy", [], DESCENT),
+    "energy_ibc": ("energy_ibc", [], {"DFO 256x3": ["sampler=dfo", "dfo_samples=256"]}),
+    "regression": ("regression", [], {"MSE": []}),
+    "diffusion_transformer": ("diffusion", TRANSFORMER, {"DDIM 10": ["scheduler=ddim", "num_inference_steps=10"]}),
+    "flow_transformer": ("flow", TRANSFORMER, {f"{k} steps": ["integrator=euler", f"num_inference_steps={k}"]
+                                               for k in (2, 4, 10)}),
+    "energy_transformer": ("energy", TRANSFORMER, DESCENT),
 }
-UNET_HEADS = ("diffusion", "flow")
+UNET_GROUPS = ("diffusion", "flow", "energy")
 
 
-def train_head(head: str, args: argparse.Namespace) -> Path:
-    out = Path(args.out) / head
+def train_head(run: str, args: argparse.Namespace) -> Path:
+    out = Path(args.out) / run
     checkpoint = out / "checkpoints" / "last"
     if (checkpoint / "policy.json").exists() and read_record(checkpoint)["info"].get("step") == args.steps:
         return checkpoint
-    overrides = [f"task={args.task}", f"policy={head}", f"out_dir={out}", f"train.steps={args.steps}",
+    group, run_overrides, _ = RUNS[run]
+    overrides = [f"task={args.task}", f"policy={group}", f"out_dir={out}", f"train.steps={args.steps}",
                  f"train.lr={args.lr}", f"train.batch_size={args.batch_size}", "train.final_eval_episodes=0",
                  f"train.num_threads={args.threads}", f"train.seed={args.seed}"]
-    if head in UNET_HEADS:
+    if group in UNET_GROUPS:
         overrides.append(f"policy.down_dims={args.down_dims}")
-    overrides += args.train_overrides
+    overrides += run_overrides + args.train_overrides
     trainer = Trainer(RunConfig.from_dict(compose("train", overrides)))
     trainer.fit()
     return checkpoint
@@ -52,11 +62,11 @@ def train_head(head: str, args: argparse.Namespace) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="pusht")
-    parser.add_argument("--heads", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--heads", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--down-dims", default="[64,128,256]", help="UNet widths for the diffusion and flow heads")
+    parser.add_argument("--down-dims", default="[64,128,256]", help="UNet widths of the UNet runs")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -76,7 +86,7 @@ def main() -> None:
         task = load_task(checkpoint)
         history = first_history(policy, task)
         base = policy.config
-        for name, overrides in VARIANTS[head].items():
+        for name, overrides in RUNS[head][2].items():
             policy.config = with_overrides(base, overrides)
             report = evaluate(policy, task, n_episodes=args.episodes)
             latency = chunk_latency_ms(policy, history)

@@ -68,7 +68,7 @@ def test_eval_overrides_change_inference_settings_and_are_validated():
         with_overrides(config, ["scheduler=euler"])
 
 
-@pytest.mark.parametrize("policy", ["diffusion", "flow", "regression", "energy"])
+@pytest.mark.parametrize("policy", ["diffusion", "flow", "regression", "energy", "energy_ibc"])
 def test_every_policy_config_composes_into_its_dataclass(policy):
     from robolearn.registry import POLICIES
     from robolearn.train import RunConfig

@@ -6,7 +6,7 @@ import torch
 from robolearn.control.executor import PolicyRunner
 from robolearn.policies.compose import ComposedPolicy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 
@@ -83,7 +83,7 @@ def test_mixed_heads_and_different_observation_keys_run_in_the_control_loop():
     state_policy = diffusion()
     pos_policy = flow(obs_key="pos")
     torch.manual_seed(0)
-    energy = fitted(EnergyPolicy(EnergyConfig(obs_shapes={"state": [3]}, action_dim=2, hidden=[16, 16],
+    energy = fitted(IBCPolicy(IBCConfig(obs_shapes={"state": [3]}, action_dim=2, hidden=[16, 16],
                                               horizon=8, n_obs_steps=2, n_action_steps=4)))
     composed = ComposedPolicy([state_policy, pos_policy, energy], lambda t: [0.5 - 0.2 * t, 0.3 + 0.2 * t, 0.2])
     assert sorted(composed.config.obs_shapes) == ["pos", "state"] and composed.nfe() == 5 * 3

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robolearn.control.chunking import ChunkExecution, make_runner
-from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
 from tests.helpers import synthetic_pusht_store, tiny_diffusion
 
@@ -28,7 +28,7 @@ def make(head, **overrides):
         return tiny_diffusion(**{**SMALL, **overrides}).to(CUDA).eval()
     if head == "flow":
         return fitted(FlowMatchingPolicy(FlowConfig(obs_shapes={"state": [5]}, action_dim=2, **{**SMALL, **overrides})))
-    return fitted(EnergyPolicy(EnergyConfig(obs_shapes={"state": [5]}, action_dim=2, horizon=16, n_obs_steps=2,
+    return fitted(IBCPolicy(IBCConfig(obs_shapes={"state": [5]}, action_dim=2, horizon=16, n_obs_steps=2,
                                             n_action_steps=8, hidden=[64, 64], dfo_samples=256, langevin_samples=32,
                                             langevin_steps=10, **overrides)))
 

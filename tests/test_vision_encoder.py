@@ -13,7 +13,7 @@ from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.nn.vision import RandomCrop, SpatialSoftmax, VisionEncoder
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 
@@ -201,7 +201,7 @@ def test_obs_encoder_shared_camera_weights_and_errors():
 @pytest.mark.parametrize("cls, config", [
     (FlowMatchingPolicy, FlowConfig(**TINY_IMAGE, **TINY_UNET)),
     (RegressionPolicy, RegressionConfig(**TINY_IMAGE, hidden=[32])),
-    (EnergyPolicy, EnergyConfig(**TINY_IMAGE, hidden=[32], n_negatives=7)),
+    (IBCPolicy, IBCConfig(**TINY_IMAGE, hidden=[32], n_negatives=7)),
 ])
 def test_every_head_takes_images(cls, config):
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from robolearn.control.energy_gate import EnergyGate
 from robolearn.policies.base import Policy
 
 
@@ -120,15 +121,19 @@ def predict_future(policy: Policy, history: Mapping[str, np.ndarray | torch.Tens
 class PolicyRunner(ObsHistory):
     """Receding horizon: execute `n_action_steps` of each chunk, then replan (blocking) for all envs at once."""
 
-    def __init__(self, policy: Policy, generator: torch.Generator | None = None, cuda_graphs: bool | None = None):
+    def __init__(self, policy: Policy, generator: torch.Generator | None = None, cuda_graphs: bool | None = None,
+                 energy_gate: EnergyGate | None = None):
+        """`energy_gate`: re-plan or replace unsure decisions of a policy with an energy (see energy_gate.py)."""
         super().__init__(tuple(policy.config.obs_shapes), policy.config.n_obs_steps, policy_device(policy))
         use_cuda_graphs(policy, cuda_graphs)
         self.policy = policy
         self.generator = generator
+        self.energy_gate = energy_gate
         self._queue = np.zeros((0, 0, policy.config.action_dim), np.float32)
         self._next = 0
         self.n_inferences = 0
         self.latencies_s: list[float] = []  # wall time of each blocking inference
+        self.energies: list[np.ndarray] = []  # energy of each env's decision (n_envs,), for heads that have one
 
     def reset(self, observations: Sequence[Mapping[str, np.ndarray]]) -> None:
         super().reset(observations)
@@ -140,8 +145,16 @@ class PolicyRunner(ObsHistory):
         if self._next >= self._queue.shape[1]:
             t0 = time.perf_counter()
             # the executed actions cross to the host once per chunk: each goes to an env or a robot anyway
-            self._queue = self.policy.act(self._history, generator=self.generator)
+            if hasattr(self.policy, "act_with_energy"):
+                self._queue, energies = self.policy.act_with_energy(self._history, generator=self.generator)
+            else:  # a wrapper that only offers act
+                self._queue, energies = self.policy.act(self._history, generator=self.generator), None
+            if energies is not None and self.energy_gate is not None:
+                self._queue, energies = self.energy_gate.apply(self.policy, self._history, self._queue, energies,
+                                                               self.generator)
             self.latencies_s.append(time.perf_counter() - t0)
+            if energies is not None:
+                self.energies.append(energies)
             self._next = 0
             self.n_inferences += 1
         action = self._queue[:, self._next]

@@ -82,6 +82,9 @@ class _TimedPolicy:
     def act(self, obs, generator=None):  # receding horizon
         return self._timed(self.policy.act, obs, generator=generator)
 
+    def act_with_energy(self, obs, generator=None):  # receding horizon, with the decision's energy when it has one
+        return self._timed(self.policy.act_with_energy, obs, generator=generator)
+
     def sample(self, obs, n=1, generator=None):  # temporal ensembling and real-time chunking
         return self._timed(self.policy.sample, obs, n=n, generator=generator)
 

@@ -184,12 +184,24 @@ class Policy(nn.Module, abc.ABC):
             return graphed.sample(obs, n=1, generator=generator)[:, 0]
         return self.sample(obs, n=1, generator=generator)[:, 0]
 
+    def obs_tensors(self, obs: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The observed keys of `obs` as tensors on the policy's device (other keys are dropped)."""
+        return {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, device=self.device)
+                for k, v in obs.items() if k in self.config.obs_shapes}
+
+    def executed_actions(self, chunk: torch.Tensor) -> np.ndarray:
+        """The part of chunks (B, horizon, action_dim) the loop executes: (B, n_action_steps, action_dim) numpy."""
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start:start + self.config.n_action_steps].float().cpu().numpy()
+
     @torch.no_grad()
     def act(self, obs: Mapping[str, np.ndarray | torch.Tensor],
             generator: torch.Generator | None = None) -> np.ndarray:
         """The actions the loop executes next: (B, n_action_steps, action_dim) as float32 numpy."""
-        obs_t = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v, device=self.device)
-                 for k, v in obs.items() if k in self.config.obs_shapes}
-        chunk = self.infer_chunk(obs_t, generator=generator)
-        start = self.config.n_obs_steps - 1
-        return chunk[:, start:start + self.config.n_action_steps].float().cpu().numpy()
+        return self.executed_actions(self.infer_chunk(self.obs_tensors(obs), generator=generator))
+
+    def act_with_energy(self, obs: Mapping[str, np.ndarray | torch.Tensor],
+                        generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """`act`, plus the energy of each observation's decision (B,) for heads that have one (None here):
+        the control loop records it and an EnergyGate can act on it."""
+        return self.act(obs, generator), None

@@ -7,9 +7,12 @@ its guess of the clean chunk x1 and of the noise eps. A step from t to t' then r
 y' = t' * x1 + (1 - t') * eps, with x1 and eps mixed by the convex weights.
 - flow (velocity v = x1 - eps): x1 = y + (1 - t) v, eps = y - t v; the re-composition is its Euler step.
 - diffusion (DDPM-trained, VP: x = s * x1 + sigma * eps with s^2 + sigma^2 = 1): flow time t = s / (s + sigma) and
-  y = x / (s + sigma); the UNet runs at the (fractional) train timestep whose alpha_bar = s^2, its epsilon (or
+  y = x / (s + sigma); the backbone runs at the (fractional) train timestep whose alpha_bar = s^2, its epsilon (or
   sample) prediction gives both guesses, and x1 is clipped like diffusers' DDIM does (eps kept). On the parent's
   own DDIM grid the re-composition is exactly its DDIM step (eta = 0).
+- energy descent: one descent step is the head's guess of the demonstrated chunk, x1 = y - alpha * grad E(y),
+  and eps = (y - t * x1) / (1 - t) (at t = 1, eps = y - x1). It was trained on y + sigma * eps, the flow state
+  without its (1 - t) shrinkage towards 0: close to the end of the flow, an approximation near its start.
 - energy (IBC): v = -grad E(y), read like a flow's velocity (a heuristic: IBC trains no flow).
 So a composition of one parent with weight 1 reproduces that parent's Euler (flow) or DDIM (diffusion) samples
 from the same noise. The time grid is the DDIM grid of the first diffusion parent taking part (weight > 0), else
@@ -29,8 +32,9 @@ from torch import nn
 
 from robolearn.policies.base import Policy, PolicyConfig
 from robolearn.policies.diffusion import DiffusionPolicy
-from robolearn.policies.energy import EnergyPolicy
+from robolearn.policies.energy_descent import EnergyDescentPolicy
 from robolearn.policies.flow import FlowMatchingPolicy
+from robolearn.policies.ibc import IBCPolicy
 
 Weights = Sequence[float] | Callable[[float], Sequence[float]]  # fixed, or a function of flow time t
 
@@ -51,7 +55,7 @@ class ComposedPolicy(Policy):
         if len(parents) < 1:
             raise ValueError("a composition needs at least one parent policy")
         for i, parent in enumerate(parents):
-            if not isinstance(parent, (DiffusionPolicy, FlowMatchingPolicy, EnergyPolicy)):
+            if not isinstance(parent, (DiffusionPolicy, FlowMatchingPolicy, EnergyDescentPolicy, IBCPolicy)):
                 raise TypeError(f"parent {i} is a {type(parent).__name__}; only diffusion, flow and energy heads "
                                 f"have a per-step prediction to mix")
         self.parents = nn.ModuleList(parents)
@@ -121,7 +125,11 @@ class ComposedPolicy(Policy):
         if isinstance(parent, FlowMatchingPolicy):
             v = parent.velocity(y_i, t, cond, t_next - t)
             x1, eps = y_i + (1.0 - t) * v, y_i - t * v
-        elif isinstance(parent, EnergyPolicy):
+        elif isinstance(parent, EnergyDescentPolicy):
+            _, grad = parent.energy_and_grad(cond, y_i)
+            x1 = y_i - parent.step_size.detach() * grad
+            eps = (y_i - t * x1) / (1.0 - t) if t < 1.0 else y_i - x1
+        elif isinstance(parent, IBCPolicy):
             with torch.enable_grad():
                 probe = y_i.detach().requires_grad_(True)
                 energy = parent.normalized_energy(cond, probe[:, None]).sum()
@@ -193,7 +201,7 @@ def _vp_scale(t: float) -> float:
 
 def _diffusion_guesses(parent: DiffusionPolicy, y: torch.Tensor, t: float, cond: torch.Tensor,
                        exact_step: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A DDPM-trained UNet's clean-chunk and noise guesses at flow state y, time t (see the module docstring)."""
+    """A DDPM-trained backbone's clean-chunk and noise guesses at flow state y, time t (see the module docstring)."""
     alphas = parent.schedulers["ddim"].alphas_cumprod.to(torch.float64)
     alpha_bar = t * t / (t * t + (1.0 - t) ** 2)
     if exact_step is not None:
@@ -205,7 +213,7 @@ def _diffusion_guesses(parent: DiffusionPolicy, y: torch.Tensor, t: float, cond:
     s, sigma = alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
     x = y * (s + sigma)
     steps = torch.full((x.shape[0],), step, device=x.device)
-    out = parent.unet(x, steps if exact_step is None else steps.long(), cond)
+    out = parent.backbone(x, steps if exact_step is None else steps.long(), cond)
     if parent.config.prediction_type == "epsilon":
         eps, x1 = out, (x - sigma * out) / max(s, 1e-12)
     else:

@@ -1,4 +1,4 @@
-"""Diffusion Policy head (Chi et al. 2023): a conditional 1-D UNet denoises whole action chunks.
+"""Diffusion Policy head (Chi et al. 2023): a conditional 1-D UNet or transformer denoises whole action chunks.
 
 Training regresses the noise added to normalized action chunks at random diffusion steps; sampling runs a
 diffusers DDIM or DDPM loop from Gaussian noise. `initial_noise` and `denoise_step` are separate methods,
@@ -8,36 +8,30 @@ step, so guidance (robolearn.eval.steering) acts inside this loop rather than in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from robolearn.nn.unet1d import ConditionalUnet1D, check_unet
-from robolearn.policies.base import Policy, PolicyConfig
+from robolearn.policies.backbone import BackboneConfig, BackbonePolicy
 
 _SCHEDULERS = ("ddim", "ddpm")
 _PREDICTION_TYPES = ("epsilon", "sample")
 
 
 @dataclass
-class DiffusionConfig(PolicyConfig):
-    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    kernel_size: int = 5
-    n_groups: int = 8
-    diffusion_step_embed_dim: int = 128
+class DiffusionConfig(BackboneConfig):
     num_train_timesteps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "epsilon"  # what the UNet predicts: the added noise or the clean chunk
+    prediction_type: str = "epsilon"  # what the backbone predicts: the added noise or the clean chunk
     clip_sample: bool = True  # keep predicted clean chunks inside the normalized [-1, 1] range
     scheduler: str = "ddim"  # sampler `sample` uses by default: "ddim" or "ddpm"
     num_inference_steps: int = 10  # DDIM steps; DDPM runs all num_train_timesteps
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.down_dims = check_unet(self.down_dims, self.horizon)
         if self.scheduler not in _SCHEDULERS:
             raise ValueError(f"scheduler must be one of {_SCHEDULERS}, got {self.scheduler!r}")
         if self.prediction_type not in _PREDICTION_TYPES:
@@ -49,17 +43,12 @@ class DiffusionConfig(PolicyConfig):
                              f"[1, num_train_timesteps={self.num_train_timesteps}]")
 
 
-class DiffusionPolicy(Policy):
+class DiffusionPolicy(BackbonePolicy):
     config_class = DiffusionConfig
     config: DiffusionConfig
 
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
-        self.unet = ConditionalUnet1D(
-            action_dim=config.action_dim, global_cond_dim=self.obs_encoder.out_dim, down_dims=config.down_dims,
-            kernel_size=config.kernel_size, n_groups=config.n_groups,
-            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
-        )
         common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
                   "clip_sample": config.clip_sample, "prediction_type": config.prediction_type}
         self.schedulers: dict[str, SchedulerMixin] = {
@@ -76,7 +65,7 @@ class DiffusionPolicy(Policy):
         noise = torch.randn_like(clean)
         t = torch.randint(0, cfg.num_train_timesteps, (b,), device=clean.device)
         noisy = self.schedulers["ddpm"].add_noise(clean, noise, t)
-        pred = self.unet(noisy, t, cond)
+        pred = self.backbone(noisy, t, cond)
         target = noise if cfg.prediction_type == "epsilon" else clean
         return F.mse_loss(pred, target)
 
@@ -102,7 +91,7 @@ class DiffusionPolicy(Policy):
         return sched
 
     def nfe(self, scheduler: str | SchedulerMixin | None = None, num_inference_steps: int | None = None) -> int:
-        """UNet evaluations to sample one chunk (a whole batch of chunks shares them)."""
+        """Backbone evaluations to sample one chunk (a whole batch of chunks shares them)."""
         return len(self._scheduler(scheduler, num_inference_steps).timesteps)
 
     def initial_noise(self, batch: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -117,7 +106,7 @@ class DiffusionPolicy(Policy):
             steps = t.expand(x.shape[0])
         else:  # a host step number: filled on the device (a copy from the host could not be graph-captured)
             steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        model_out = self.unet(x, steps, cond)
+        model_out = self.backbone(x, steps, cond)
         return scheduler.step(model_out, t, x, generator=generator).prev_sample
 
     @torch.no_grad()

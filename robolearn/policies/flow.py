@@ -1,7 +1,7 @@
 """Flow-matching head (rectified flow, as in pi0) with an optional shortcut objective for few-step sampling.
 
 Time runs from t=0 (Gaussian noise) to t=1 (the normalized action chunk): x_t = (1 - t) * noise + t * action,
-and the UNet regresses the straight-line velocity action - noise. Sampling integrates dx/dt = v(x, t) from noise
+and the backbone regresses the straight-line velocity action - noise. Sampling integrates dx/dt = v(x, t) from noise
 with Euler or midpoint steps; the step count is a per-call argument, so speed is traded for accuracy without
 retraining. `initial_noise`, `velocity` and `integrate_step` are public, and `sample` takes a `guidance` hook
 whose correction is added after every integration step (robolearn.eval.steering uses it).
@@ -11,7 +11,7 @@ velocity over [t, t + d], so one large step lands where many small ones would. T
   (a) flow matching at the finest level (every d <= 1/shortcut_max_steps, d = 0 included, shares one embedding),
   (b) self-consistency on `shortcut_fraction` of each batch: s(x_t, t, 2h) is regressed onto the mean velocity
       of two consecutive h-steps taken by the model itself, under stop-gradient.
-ConditionalUnet1D embeds a single scalar (the time), so d enters through its global condition instead: a
+The backbone embeds a single scalar (the time), so d enters through its global condition instead: a
 sinusoidal embedding of log2(1/d) and a small MLP, concatenated to the observation features that FiLM every
 block. With `sample(steps=k)` the model is asked for d = 1/k; powers of two up to shortcut_max_steps are the
 trained step sizes, other counts interpolate between neighbouring levels.
@@ -20,27 +20,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robolearn.nn.unet1d import ConditionalUnet1D, SinusoidalPosEmb, check_unet
-from robolearn.policies.base import Policy, PolicyConfig
+from robolearn.nn.unet1d import SinusoidalPosEmb
+from robolearn.policies.backbone import BackboneConfig, BackbonePolicy
 
 _TIME_SAMPLINGS = ("uniform", "beta")
 _INTEGRATORS = ("euler", "midpoint")
-_TIME_SCALE = 1000.0  # t in [0, 1] reaches the UNet's sinusoidal step embedding as ~[0, 1000), like DDPM steps
+_TIME_SCALE = 1000.0  # t in [0, 1] reaches the backbone's sinusoidal time embedding as ~[0, 1000), like DDPM steps
 _BETA_A = 1.5  # pi0's u ~ Beta(1.5, 1); t = time_cutoff * (1 - u) puts more training weight on noisy times
 
 
 @dataclass
-class FlowConfig(PolicyConfig):
-    down_dims: list[int] = field(default_factory=lambda: [256, 512, 1024])
-    kernel_size: int = 5
-    n_groups: int = 8
-    diffusion_step_embed_dim: int = 128  # width of the UNet's time embedding
+class FlowConfig(BackboneConfig):
     time_sampling: str = "beta"  # training times: "beta" (pi0, favours noisy t) or "uniform"
     time_cutoff: float = 0.999  # pi0's s: beta-sampled times stay in [0, time_cutoff]
     clip_sample: bool = True  # clamp the final chunk to the normalized [-1, 1] range
@@ -53,7 +49,6 @@ class FlowConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.down_dims = check_unet(self.down_dims, self.horizon)
         if self.time_sampling not in _TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLINGS}, got {self.time_sampling!r}")
         if self.integrator not in _INTEGRATORS:
@@ -81,21 +76,16 @@ def _on_device(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return torch.full((n,), float(value), device=x.device, dtype=torch.float32)
 
 
-class FlowMatchingPolicy(Policy):
+class FlowMatchingPolicy(BackbonePolicy):
     config_class = FlowConfig
     config: FlowConfig
 
     def __init__(self, config: FlowConfig):
-        super().__init__(config)
         e = config.step_size_embed_dim
+        super().__init__(config, extra_cond_dim=e if config.shortcut else 0)
         self.max_level = int(math.log2(config.shortcut_max_steps))  # d = 2 ** -level, level in [0, max_level]
         self.step_size_encoder = (nn.Sequential(SinusoidalPosEmb(e), nn.Linear(e, e), nn.Mish(), nn.Linear(e, e))
                                   if config.shortcut else None)
-        self.unet = ConditionalUnet1D(
-            action_dim=config.action_dim, global_cond_dim=self.obs_encoder.out_dim + (e if config.shortcut else 0),
-            down_dims=config.down_dims, kernel_size=config.kernel_size, n_groups=config.n_groups,
-            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
-        )
 
     # ----- the vector field -----
 
@@ -109,7 +99,7 @@ class FlowMatchingPolicy(Policy):
             d = _on_device(0.0 if d is None else d, x)
             level = -torch.log2(d.clamp(2.0 ** -self.max_level, 1.0))  # 0 for d = 1 ... max_level for d -> 0
             cond = torch.cat([cond, self.step_size_encoder(level)], dim=-1)
-        return self.unet(x, t * _TIME_SCALE, cond)
+        return self.backbone(x, t * _TIME_SCALE, cond)
 
     def integrate_step(self, x: torch.Tensor, t: float, dt: float, cond: torch.Tensor,
                        integrator: str | None = None) -> torch.Tensor:

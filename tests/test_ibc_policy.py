@@ -10,71 +10,22 @@ import pytest
 import torch
 from torch import nn
 
-from robolearn.control.executor import PolicyRunner
-from robolearn.control.loop import ControlLoop
-from robolearn.data.windows import Windows, WindowSpec
 from robolearn.env import Env
-from robolearn.policies.base import Policy
 from robolearn.policies.checkpoint import load_policy, save_policy
-from robolearn.policies.energy import EnergyConfig, EnergyPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
-from robolearn.sim.particle import GOALS, ParticleEnv, make_particle_store, scripted_demos
+from robolearn.sim.particle import GOALS, ParticleEnv, scripted_demos
+from tests.particle import PARTICLE, ROLLOUT_SEEDS, fitted, particle_windows, rollout, train  # noqa: F401 (a fixture)
 
-PARTICLE = {"obs_shapes": {"state": [2]}, "action_dim": 2, "horizon": 1, "n_obs_steps": 1, "n_action_steps": 1}
 SMALL = {"hidden": [64, 64], "n_negatives": 63, "dfo_samples": 512}
-ROLLOUT_SEEDS = list(range(1000, 1060))
-
-
-def train(policy: Policy, windows: Windows, steps: int, lr: float = 3e-3, batch_size: int = 64,
-          seed: int = 0) -> list[float]:
-    """A plain Adam loop over shuffled windows; returns the loss of every step."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    losses: list[float] = []
-    policy.train()
-    while len(losses) < steps:
-        for batch in windows.batches(batch_size, rng):
-            loss = policy.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if len(losses) == steps:
-                break
-    return losses
-
-
-def fitted(policy: Policy, windows: Windows) -> Policy:
-    store = windows.store
-    policy.normalizer.fit({"state": store.stats("state"), "action": store.stats("action")})
-    return policy
 
 
 @pytest.fixture(scope="module")
-def particle_windows(tmp_path_factory) -> Windows:
-    # 100 demos (50 go right); noisy execution widens the states around both straight lines.
-    store = make_particle_store(tmp_path_factory.mktemp("particle") / "demos.zarr", n_episodes=100, seed=1,
-                                noise=0.05)
-    return Windows(store, WindowSpec(("state",), 1, 1, 1), cache="ram")
-
-
-@pytest.fixture(scope="module")
-def trained_energy(particle_windows) -> EnergyPolicy:
+def trained_energy(particle_windows) -> IBCPolicy:
     torch.manual_seed(0)
-    policy = fitted(EnergyPolicy(EnergyConfig(**PARTICLE, **SMALL)), particle_windows)
+    policy = fitted(IBCPolicy(IBCConfig(**PARTICLE, **SMALL)), particle_windows)
     train(policy, particle_windows, steps=400)
     return policy.eval()
-
-
-def rollout(policy: Policy, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-episode success, goal index reached (-1: none) and collision over ROLLOUT_SEEDS."""
-    envs = [ParticleEnv() for _ in ROLLOUT_SEEDS]
-    runner = PolicyRunner(policy, generator=torch.Generator().manual_seed(seed))
-    results = ControlLoop(envs, runner).run(ROLLOUT_SEEDS)
-    return {"success": np.array([r.success for r in results]),
-            "goal": np.array([r.final_info["goal"] for r in results]),
-            "collision": np.array([r.final_info["collision"] for r in results])}
 
 
 # ----- the particle task -----
@@ -116,22 +67,22 @@ def test_scripted_demos_choose_both_goals_and_fill_a_store(particle_windows):
 # ----- config -----
 
 def test_config_round_trips_through_json_and_rejects_bad_values():
-    cfg = EnergyConfig(**PARTICLE, hidden=(32, 16), sampler="langevin")
-    again = EnergyConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    cfg = IBCConfig(**PARTICLE, hidden=(32, 16), sampler="langevin")
+    again = IBCConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
     assert again == cfg and again.hidden == [32, 16]
     with pytest.raises(ValueError, match="sampler"):
-        EnergyConfig(**PARTICLE, sampler="mcmc")
+        IBCConfig(**PARTICLE, sampler="mcmc")
     with pytest.raises(ValueError, match="activation"):
-        EnergyConfig(**PARTICLE, activation="tanh")
+        IBCConfig(**PARTICLE, activation="tanh")
     with pytest.raises(ValueError, match="dfo_noise"):
-        EnergyConfig(**PARTICLE, dfo_noise=-0.1)
+        IBCConfig(**PARTICLE, dfo_noise=-0.1)
 
 
 # ----- (a) training -----
 
 def test_infonce_loss_falls_on_a_tiny_problem():
     torch.manual_seed(0)
-    policy = EnergyPolicy(EnergyConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=2, n_obs_steps=1,
+    policy = IBCPolicy(IBCConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=2, n_obs_steps=1,
                                        n_action_steps=1, hidden=[32, 32], n_negatives=31))
     g = torch.Generator().manual_seed(1)
     state = torch.rand(64, 1, 3, generator=g) * 2 - 1
@@ -152,7 +103,7 @@ def test_infonce_loss_falls_on_a_tiny_problem():
 def test_gradient_penalty_adds_to_the_loss_and_trains():
     torch.manual_seed(0)
     cfg = dict(**PARTICLE, hidden=[32, 32], n_negatives=15)
-    plain, penalized = EnergyPolicy(EnergyConfig(**cfg)), EnergyPolicy(EnergyConfig(**cfg, grad_penalty=1.0,
+    plain, penalized = IBCPolicy(IBCConfig(**cfg)), IBCPolicy(IBCConfig(**cfg, grad_penalty=1.0,
                                                                                    grad_margin=0.0))
     penalized.load_state_dict(plain.state_dict())
     batch = {"obs": {"state": torch.zeros(8, 1, 2)}, "action": torch.zeros(8, 1, 2)}
@@ -188,7 +139,7 @@ class Bowl(nn.Module):
 
 @pytest.mark.parametrize("sampler,tol", [("dfo", 0.08), ("langevin", 0.02)])  # normalized units, box [-1, 1]
 def test_samplers_find_the_minimum_of_a_known_energy(sampler, tol):
-    policy = EnergyPolicy(EnergyConfig(obs_shapes={"state": [2]}, action_dim=2, horizon=2, n_obs_steps=1,
+    policy = IBCPolicy(IBCConfig(obs_shapes={"state": [2]}, action_dim=2, horizon=2, n_obs_steps=1,
                                        n_action_steps=1, hidden=[8], langevin_samples=32, langevin_steps=100))
     policy.normalizer.fit({"state": {"min": np.zeros(2), "max": np.ones(2)},
                            "action": {"min": np.array([0.0, -2.0]), "max": np.array([10.0, 2.0])}})
@@ -207,9 +158,9 @@ def test_samplers_find_the_minimum_of_a_known_energy(sampler, tol):
 @pytest.mark.parametrize("sampler", ["dfo", "langevin"])
 def test_sample_shapes_determinism_and_nfe(sampler):
     torch.manual_seed(0)
-    cfg = EnergyConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=4, n_obs_steps=2, n_action_steps=2,
+    cfg = IBCConfig(obs_shapes={"state": [3]}, action_dim=2, horizon=4, n_obs_steps=2, n_action_steps=2,
                        hidden=[16], dfo_samples=64, langevin_samples=8, langevin_steps=10)
-    policy = EnergyPolicy(cfg).eval()
+    policy = IBCPolicy(cfg).eval()
     obs = {"state": torch.randn(5, 2, 3)}
     for n in (1, 6):
         a = policy.sample(obs, n=n, generator=torch.Generator().manual_seed(7), sampler=sampler)
@@ -252,13 +203,20 @@ def test_energy_scores_demonstrated_actions_below_far_ones(trained_energy):
 def test_checkpoint_round_trip_gives_identical_energies(trained_energy, tmp_path):
     save_policy(trained_energy, tmp_path / "ckpt")
     loaded = load_policy(tmp_path / "ckpt", device="cpu")
-    assert isinstance(loaded, EnergyPolicy) and loaded.config == trained_energy.config
+    assert isinstance(loaded, IBCPolicy) and loaded.config == trained_energy.config
     obs = {"state": torch.rand(4, 1, 2)}
     chunks = torch.rand(4, 9, 1, 2) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded.energy(obs, chunks), trained_energy.energy(obs, chunks))
     a = loaded.sample(obs, n=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, trained_energy.sample(obs, n=2, generator=torch.Generator().manual_seed(3)))
+    # IBC checkpoints written while it was named "energy" (before the energy-descent head took the config group)
+    record_path = tmp_path / "ckpt" / "policy.json"
+    record = json.loads(record_path.read_text())
+    assert record["class"] == "energy_ibc"
+    record_path.write_text(json.dumps({**record, "class": "energy"}))
+    old = load_policy(tmp_path / "ckpt", device="cpu")
+    assert isinstance(old, IBCPolicy) and torch.equal(old.energy(obs, chunks), loaded.energy(obs, chunks))
 
 
 # ----- (f) multimodality -----
@@ -268,11 +226,11 @@ def test_energy_policy_keeps_both_goals_where_mse_averages_them(trained_energy, 
     mse = fitted(RegressionPolicy(RegressionConfig(**PARTICLE, hidden=[64, 64])), particle_windows)
     train(mse, particle_windows, steps=400)
     mse.eval()
-    sampling = EnergyPolicy(dataclasses.replace(trained_energy.config, greedy=False))
+    sampling = IBCPolicy(dataclasses.replace(trained_energy.config, greedy=False))
     sampling.load_state_dict(trained_energy.state_dict())
     sampling.eval()
 
-    langevin = EnergyPolicy(dataclasses.replace(sampling.config, sampler="langevin", langevin_samples=32))
+    langevin = IBCPolicy(dataclasses.replace(sampling.config, sampler="langevin", langevin_samples=32))
     langevin.load_state_dict(trained_energy.state_dict())
     langevin.eval()
 

@@ -41,7 +41,7 @@ _SAMPLERS = ("dfo", "langevin")
 
 
 @dataclass
-class EnergyConfig(PolicyConfig):
+class IBCConfig(PolicyConfig):
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])  # energy MLP widths
     activation: str = "mish"  # "mish" or "relu"
     n_negatives: int = 255  # uniform counter-example chunks per demonstrated chunk
@@ -108,11 +108,11 @@ class EnergyMLP(nn.Module):
         return self.from_features(self.cond_features(cond), chunks)
 
 
-class EnergyPolicy(Policy):
-    config_class = EnergyConfig
-    config: EnergyConfig
+class IBCPolicy(Policy):
+    config_class = IBCConfig
+    config: IBCConfig
 
-    def __init__(self, config: EnergyConfig):
+    def __init__(self, config: IBCConfig):
         super().__init__(config)
         self.net = EnergyMLP(self.obs_encoder.out_dim, config.horizon * config.action_dim, config.hidden,
                              config.activation)
