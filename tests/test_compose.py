@@ -6,8 +6,9 @@ import torch
 from robolearn.control.executor import PolicyRunner
 from robolearn.policies.compose import ComposedPolicy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.ibc import IBCConfig, IBCPolicy
+from robolearn.policies.energy_descent import EnergyDescentConfig, EnergyDescentPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 
 UNET = dict(down_dims=[16, 32], diffusion_step_embed_dim=16, horizon=8, n_obs_steps=2, n_action_steps=4)
@@ -93,6 +94,22 @@ def test_mixed_heads_and_different_observation_keys_run_in_the_control_loop():
     assert action.shape == (1, 2) and np.all(np.isfinite(action))
     candidates = composed.sample({"state": torch.rand(1, 2, 3), "pos": torch.rand(1, 2, 3)}, n=4)
     assert candidates.shape == (1, 4, 8, 2) and torch.isfinite(candidates).all()
+
+
+def test_an_energy_descent_parent_mixes_its_descent_step_as_the_clean_chunk_guess():
+    torch.manual_seed(0)
+    descent = fitted(EnergyDescentPolicy(EnergyDescentConfig(obs_shapes={"state": [3]}, action_dim=2,
+                                                             **{**UNET, "backbone": "transformer", "n_layer": 1,
+                                                                "n_emb": 16, "n_head": 2})))
+    start = noise()
+    # one flow step from t = 0 to 1 lands on the parent's clean-chunk guess: one descent step from the noise
+    alone = ComposedPolicy([descent, flow()], [1.0, 0.0], steps=1).sample(obs(), n=3, noise=start)
+    cond = descent.encode_obs(obs()).repeat_interleave(3, dim=0)
+    _, grad = descent.energy_and_grad(cond, start.reshape(6, 8, 2))
+    guess = (start.reshape(6, 8, 2) - descent.step_size * grad).clamp(-1, 1)
+    assert torch.allclose(alone, descent.normalizer.unnormalize("action", guess).reshape(2, 3, 8, 2), atol=1e-5)
+    mixed = ComposedPolicy([descent, flow()], [0.5, 0.5]).sample(obs(), n=3, noise=start)
+    assert mixed.shape == (2, 3, 8, 2) and torch.isfinite(mixed).all()
 
 
 def test_mismatched_parents_and_bad_weights_fail_clearly():

@@ -188,3 +188,12 @@ def test_energy_gate_replans_then_hands_unsure_decisions_to_the_hook(trained):
         ChunkExecution(mode="ensemble", energy_threshold=1.0)
     runner = make_runner(trained, ChunkExecution(energy_threshold=threshold, energy_replans=3))
     assert isinstance(runner, PolicyRunner) and runner.energy_gate.replans == 3
+
+
+def test_evaluation_reports_the_mean_decision_energy(trained):
+    from robolearn.config_files import task_by_name
+    from robolearn.eval.rollout import evaluate, format_report
+
+    report = evaluate(trained, task_by_name("particle"), n_episodes=6, n_envs=3, progress=False)
+    assert report.decision_energy_mean is not None and 0 <= report.decision_energy_mean < 1.0
+    assert "mean decision energy" in format_report(report)

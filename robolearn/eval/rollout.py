@@ -55,6 +55,7 @@ class EvalReport:
     execution: str = "receding"  # how action chunks were executed (ChunkExecution.mode)
     worker_restarts: int = 0  # worker processes replaced (or envs rebuilt) after a crash, hang or exception
     rerun_episodes: int = 0  # episodes cut short by a worker failure and run again from their seed
+    decision_energy_mean: float | None = None  # heads with an energy: mean energy of their decisions (lower: surer)
     episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, with_episodes: bool = False) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class _TimedPolicy:
 
     def __init__(self, policy: Policy):
         self.policy, self.config, self.total_s, self.calls = policy, policy.config, 0.0, 0
+        self.energy_sum, self.energy_count = 0.0, 0  # decision energies of heads that have one
 
     def _timed(self, call, *args, **kwargs):
         t0 = time.perf_counter()
@@ -83,7 +85,11 @@ class _TimedPolicy:
         return self._timed(self.policy.act, obs, generator=generator)
 
     def act_with_energy(self, obs, generator=None):  # receding horizon, with the decision's energy when it has one
-        return self._timed(self.policy.act_with_energy, obs, generator=generator)
+        actions, energies = self._timed(self.policy.act_with_energy, obs, generator=generator)
+        if energies is not None:
+            self.energy_sum += float(np.sum(energies))
+            self.energy_count += len(energies)
+        return actions, energies
 
     def sample(self, obs, n=1, generator=None):  # temporal ensembling and real-time chunking
         return self._timed(self.policy.sample, obs, n=n, generator=generator)
@@ -140,7 +146,8 @@ def evaluate(policy: Policy, task: TaskConfig, n_episodes: int = 50, start_seed:
             video_episodes if video_path is not None else 0, progress)
     wall = time.perf_counter() - t0
     rows = torch.tensor([_row(i, results[i], task) for i in mine], dtype=torch.float64).reshape(len(mine), len(_ROW))
-    stats = torch.tensor([[timed.total_s, timed.calls, restarts, len(reruns), wall]], dtype=torch.float64)
+    stats = torch.tensor([[timed.total_s, timed.calls, restarts, len(reruns), wall, timed.energy_sum,
+                           timed.energy_count]], dtype=torch.float64)
     errors = {i: r.final_info["worker_error"] for i, r in results.items() if "worker_error" in r.final_info}
     if distributed:
         rows, stats = torch.cat(_gather(rows)), torch.cat(_gather(stats))
@@ -235,7 +242,7 @@ def _summarize(task: TaskConfig, start_seed: int, rows: torch.Tensor, stats: tor
     s_mean, s_low, s_high = bootstrap_mean_interval(scores, bounds=unit_bounds(scores)) if scores else (None,) * 3
     max_rewards = [float(x) for x in col["max_reward"]]
     r_mean, r_low, r_high = bootstrap_mean_interval(max_rewards, bounds=unit_bounds(max_rewards))
-    total_s, calls, restarts, reruns, _ = stats.sum(0).tolist()
+    total_s, calls, restarts, reruns, _, energy_sum, energy_count = stats.sum(0).tolist()
     episodes = []
     for j in range(n):
         i = int(col["episode"][j])
@@ -249,7 +256,8 @@ def _summarize(task: TaskConfig, start_seed: int, rows: torch.Tensor, stats: tor
         max_reward_mean=r_mean, max_reward_low=r_low, max_reward_high=r_high,
         mean_steps=float(np.mean(col["steps"])), wall_s=float(stats[:, 4].max()),
         inference_ms_per_chunk=1000 * total_s / max(1.0, calls), video=video, execution=execution,
-        worker_restarts=int(restarts), rerun_episodes=int(reruns), episodes=episodes)
+        worker_restarts=int(restarts), rerun_episodes=int(reruns),
+        decision_energy_mean=energy_sum / energy_count if energy_count else None, episodes=episodes)
 
 
 def format_report(report: EvalReport) -> str:
@@ -265,6 +273,8 @@ def format_report(report: EvalReport) -> str:
     rows += [("mean episode steps", f"{report.mean_steps:.1f}"),
              ("inference per chunk", f"{report.inference_ms_per_chunk:.1f} ms (batched over envs)"),
              ("chunk execution", report.execution),
+             *([("mean decision energy", f"{report.decision_energy_mean:.4f}")]
+               if report.decision_energy_mean is not None else []),
              ("eval wall-clock", f"{report.wall_s:.1f} s")]
     if report.worker_restarts or report.rerun_episodes:
         rows.append(("worker failures", f"{report.worker_restarts} restart(s), {report.rerun_episodes} episode(s) re-run"))
