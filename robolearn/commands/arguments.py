@@ -49,6 +49,14 @@ def probability(text: str) -> float:
     return value
 
 
+def add_energy_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of robolearn.control.energy_gate for heads with an energy (receding-horizon execution)."""
+    parser.add_argument("--energy-threshold", type=positive_float, default=None, metavar="E",
+                        help="heads with an energy (policy=energy): a decision above E is unsure and re-planned")
+    parser.add_argument("--energy-replans", type=non_negative_int, default=1, metavar="N",
+                        help="with --energy-threshold: re-plans per unsure decision, the lowest energy is kept")
+
+
 def add_rig_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--rig", required=required,
                         help="rig name in hardware/ (e.g. sim_arm, ur5e) or a rig YAML file")

@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robolearn.commands.arguments import EXECUTION_MODES, add_rig_argument, check_device, positive_int
+from robolearn.commands.arguments import (
+    EXECUTION_MODES,
+    add_energy_gate_arguments,
+    add_rig_argument,
+    check_device,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=positive_int, default=1)
     p.add_argument("--execution", default="receding", metavar="|".join(EXECUTION_MODES),
                    help="chunk execution: receding horizon, temporal ensembling, or asynchronous real-time chunking")
+    add_energy_gate_arguments(p)
     p.add_argument("--record", type=Path, metavar="STORE", help="also record the episodes into this store")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (the sim arm places its cube from it)")
     p.add_argument("--device", default=None, help="torch device for the policy (default: cuda if present)")
@@ -30,7 +37,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from robolearn.policies.checkpoint import load_policy
 
     def job() -> int:
-        execution = ChunkExecution(mode=args.execution)  # a bad mode or device is refused before the robot is touched
+        # a bad mode, gate or device is refused before the robot is touched
+        execution = ChunkExecution(mode=args.execution, energy_threshold=args.energy_threshold,
+                                   energy_replans=args.energy_replans)
         check_device(args.device, "--device")
         rig = load_rig(args.rig)
         policy = load_policy(args.checkpoint, device=args.device)

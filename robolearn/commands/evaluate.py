@@ -8,7 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from robolearn.commands.arguments import EXECUTION_MODES, check_device, non_negative_int, positive_int
+from robolearn.commands.arguments import (
+    EXECUTION_MODES,
+    add_energy_gate_arguments,
+    check_device,
+    non_negative_int,
+    positive_int,
+)
 from robolearn.config_files import with_overrides
 from robolearn.env import observation_mismatches
 
@@ -33,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blend-steps", type=non_negative_int, default=None,
                    help="rtc only: steps of a new chunk blended with the old one (default: the whole overlap; 0: switch "
                         "at once, which with --delay-steps 0 reproduces receding horizon)")
+    add_energy_gate_arguments(p)
     p.add_argument("--device", default="auto", help="torch device for the policy (auto: cuda when present)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a policy config field for this evaluation, e.g. scheduler=ddpm, "
@@ -112,7 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         parent.config = with_overrides(parent.config, args.set)
     policy = parents[0]
     extras: dict[str, dict[str, Any]] = {}
-    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps)
+    execution = ChunkExecution(mode=args.execution, delay_steps=args.delay_steps, blend_steps=args.blend_steps,
+                               energy_threshold=args.energy_threshold, energy_replans=args.energy_replans)
     if args.imagine is not None:  # checked against every key the (composed) policy reads
         reader = policy if not composing else ComposedPolicy(parents, [1.0 / len(parents)] * len(parents))
         task, extras["imagination"] = imagined_task(reader, task, args.imagine, args.initial_observations, args.device)
