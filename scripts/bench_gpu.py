@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 
 CUDA = torch.device("cuda")
 PAPER, OURS = [256, 512, 1024], [64, 128, 256]

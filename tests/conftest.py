@@ -33,3 +33,15 @@ def pusht_store(tmp_path_factory):
     dest = tmp_path_factory.mktemp("pusht") / "pusht.zarr"
     import_diffusion_policy(PUSHT, dest, task="pusht", fps=10, progress=False)
     return EpisodeStore.open(dest)
+
+
+@pytest.fixture(scope="session")
+def particle_windows(tmp_path_factory):
+    """Windows of 100 two-goal particle demonstrations (about half go right); noisy execution widens the states
+    around both straight lines. Shared by the multimodal heads' tests (tests/particle.py has their helpers)."""
+    from robolearn.data.windows import Windows, WindowSpec
+    from robolearn.sim.particle import make_particle_store
+
+    store = make_particle_store(tmp_path_factory.mktemp("particle") / "demos.zarr", n_episodes=100, seed=1,
+                                noise=0.05)
+    return Windows(store, WindowSpec(("state",), 1, 1, 1), cache="ram")

@@ -1,15 +1,15 @@
-"""The two-goal particle task as a test bed for multimodal heads: its windows, a plain training loop, rollouts."""
+"""The two-goal particle task as a test bed for multimodal heads: a plain training loop and rollouts (its windows
+are the `particle_windows` fixture in conftest.py)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from robolearn.control.executor import PolicyRunner
 from robolearn.control.loop import ControlLoop
-from robolearn.data.windows import Windows, WindowSpec
+from robolearn.data.windows import Windows
 from robolearn.policies.base import Policy
-from robolearn.sim.particle import ParticleEnv, make_particle_store
+from robolearn.sim.particle import ParticleEnv
 
 PARTICLE = {"obs_shapes": {"state": [2]}, "action_dim": 2, "horizon": 1, "n_obs_steps": 1, "n_action_steps": 1}
 ROLLOUT_SEEDS = list(range(1000, 1060))
@@ -39,14 +39,6 @@ def fitted(policy: Policy, windows: Windows) -> Policy:
     store = windows.store
     policy.normalizer.fit({"state": store.stats("state"), "action": store.stats("action")})
     return policy
-
-
-@pytest.fixture(scope="module")
-def particle_windows(tmp_path_factory) -> Windows:
-    # 100 demos (50 go right); noisy execution widens the states around both straight lines.
-    store = make_particle_store(tmp_path_factory.mktemp("particle") / "demos.zarr", n_episodes=100, seed=1,
-                                noise=0.05)
-    return Windows(store, WindowSpec(("state",), 1, 1, 1), cache="ram")
 
 
 def rollout(policy: Policy, seed: int = 0) -> dict[str, np.ndarray]:

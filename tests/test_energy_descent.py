@@ -18,7 +18,7 @@ from robolearn.control.loop import ControlLoop
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.energy_descent import EnergyDescentConfig, EnergyDescentPolicy
 from robolearn.sim.particle import GOALS, ParticleEnv, scripted_demos
-from tests.particle import PARTICLE, fitted, particle_windows, rollout, train  # noqa: F401 (a fixture)
+from tests.particle import PARTICLE, fitted, rollout, train
 
 UNET = {"down_dims": [32], "diffusion_step_embed_dim": 16}
 TRANSFORMER = {"backbone": "transformer", "n_layer": 2, "n_emb": 32, "n_head": 2, "attn_dropout": 0.0}

@@ -15,7 +15,7 @@ from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 from robolearn.sim.particle import GOALS, ParticleEnv, scripted_demos
-from tests.particle import PARTICLE, ROLLOUT_SEEDS, fitted, particle_windows, rollout, train  # noqa: F401 (a fixture)
+from tests.particle import PARTICLE, ROLLOUT_SEEDS, fitted, rollout, train
 
 SMALL = {"hidden": [64, 64], "n_negatives": 63, "dfo_samples": 512}
 

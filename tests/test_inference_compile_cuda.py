@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from robolearn.control.chunking import ChunkExecution, make_runner
-from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from tests.helpers import synthetic_pusht_store, tiny_diffusion
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),

@@ -41,7 +41,8 @@ def test_a_checkpoint_naming_a_robolearn_function_is_refused_before_anything_run
     for name in ("robolearn.data.formats.diffusion_policy:export_diffusion_policy", "shutil:rmtree",
                  "robolearn.sim.collect:shutil", "builtins:eval", "diffusion:x", ""):
         rewrite(checkpoint, **{"class": name})
-        with pytest.raises(UnknownNameError, match="unknown policy .*; known: diffusion, energy_descent, energy_ibc, flow, regression"):
+        known = "diffusion, energy_descent, energy_ibc, flow, regression"
+        with pytest.raises(UnknownNameError, match=f"unknown policy .*; known: {known}"):
             robolearn.load_policy(checkpoint, device="cpu")
     rewrite(checkpoint, **{"class": ["diffusion"]})
     with pytest.raises(UnknownNameError, match="named by a string, got list"):

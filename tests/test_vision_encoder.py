@@ -13,8 +13,8 @@ from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.nn.vision import RandomCrop, SpatialSoftmax, VisionEncoder
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
+from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 
 IMG, SQUARE, HORIZON, N_OBS = 32, 4, 8, 2
