@@ -2,6 +2,8 @@
 are the `particle_windows` fixture in conftest.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -39,6 +41,14 @@ def fitted(policy: Policy, windows: Windows) -> Policy:
     store = windows.store
     policy.normalizer.fit({"state": store.stats("state"), "action": store.stats("action")})
     return policy
+
+
+def trained_on_particles(build: Callable[[], Policy], windows: Windows, steps: int) -> Policy:
+    """The policy `build` makes under torch seed 0, its normalizer fitted to the windows, trained, in eval mode."""
+    torch.manual_seed(0)
+    policy = fitted(build(), windows)
+    train(policy, windows, steps=steps)
+    return policy.eval()
 
 
 def rollout(policy: Policy, seed: int = 0) -> dict[str, np.ndarray]:

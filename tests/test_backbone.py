@@ -12,6 +12,7 @@ from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robolearn.policies.energy_descent import EnergyDescentConfig, EnergyDescentPolicy
 from robolearn.policies.flow import FlowConfig, FlowMatchingPolicy
+from tests.linear_task import train_losses
 
 SHAPES = dict(obs_shapes={"state": [3]}, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4)
 TRANSFORMER = dict(backbone="transformer", n_layer=2, n_head=2, n_emb=32, attn_dropout=0.0)
@@ -56,15 +57,7 @@ def test_every_head_trains_and_round_trips_on_the_transformer(policy_cls, config
     torch.manual_seed(0)
     policy = build(policy_cls, config_cls)
     assert isinstance(policy.backbone, ConditionalTransformer1D) and not hasattr(policy, "unet")
-    opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
-    data = batch()
-    losses = []
-    for _ in range(60):
-        loss = policy.loss(data)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(policy, batch(), steps=60, lr=2e-3)
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5]), losses
     policy.eval()
     save_policy(policy, tmp_path / "ckpt")

@@ -18,7 +18,7 @@ from robolearn.control.loop import ControlLoop
 from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.energy_descent import EnergyDescentConfig, EnergyDescentPolicy
 from robolearn.sim.particle import GOALS, ParticleEnv, scripted_demos
-from tests.particle import PARTICLE, fitted, rollout, train
+from tests.particle import PARTICLE, fitted, rollout, train, trained_on_particles
 
 UNET = {"down_dims": [32], "diffusion_step_embed_dim": 16}
 TRANSFORMER = {"backbone": "transformer", "n_layer": 2, "n_emb": 32, "n_head": 2, "attn_dropout": 0.0}
@@ -34,10 +34,8 @@ def chunk_policy(**overrides) -> EnergyDescentPolicy:
 
 @pytest.fixture(scope="module")
 def trained(particle_windows) -> EnergyDescentPolicy:
-    torch.manual_seed(0)
-    policy = fitted(EnergyDescentPolicy(EnergyDescentConfig(**PARTICLE, **UNET)), particle_windows)
-    train(policy, particle_windows, steps=800)
-    return policy.eval()
+    return trained_on_particles(lambda: EnergyDescentPolicy(EnergyDescentConfig(**PARTICLE, **UNET)),
+                                particle_windows, steps=800)
 
 
 # ----- config -----

@@ -5,17 +5,21 @@ import subprocess
 import sys
 import textwrap
 
+# one frame from the simulated arm's camera, checked not to be blank
+RENDER_ONE_FRAME = """
+from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
+arm = SimulatedArm(realtime=False, camera_names=("front",))
+camera = SimulatedCamera(arm, "front", width=32, height=32)
+camera.connect()
+frame = camera.read(timeout_s=10.0)
+camera.disconnect()
+assert frame.image.std() > 5, "the render is blank"
+"""
+
 
 def test_training_after_offscreen_rendering_in_the_same_process_does_not_crash():
-    script = textwrap.dedent("""
-        from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
+    script = RENDER_ONE_FRAME + textwrap.dedent("""
         import torch
-        arm = SimulatedArm(realtime=False, camera_names=("front",))
-        camera = SimulatedCamera(arm, "front", width=32, height=32)
-        camera.connect()
-        frame = camera.read(timeout_s=10.0)
-        camera.disconnect()
-        assert frame.image.std() > 5, "the render is blank"
         torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])  # torch loads triton here, after GL
         print("alive")
     """)
@@ -30,14 +34,8 @@ def test_rendering_works_headless_without_any_gl_setting():
     script = textwrap.dedent("""
         import os
         import robolearn
-        from robolearn.hal.drivers.sim_arm import SimulatedArm, SimulatedCamera
         assert os.environ["MUJOCO_GL"] == "egl"
-        arm = SimulatedArm(realtime=False, camera_names=("front",))
-        camera = SimulatedCamera(arm, "front", width=32, height=32)
-        camera.connect()
-        frame = camera.read(timeout_s=10.0)
-        camera.disconnect()
-        assert frame.image.std() > 5, "the render is blank"
+    """) + RENDER_ONE_FRAME + textwrap.dedent("""
         print("rendered")
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY",

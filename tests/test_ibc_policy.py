@@ -15,17 +15,15 @@ from robolearn.policies.checkpoint import load_policy, save_policy
 from robolearn.policies.ibc import IBCConfig, IBCPolicy
 from robolearn.policies.regression import RegressionConfig, RegressionPolicy
 from robolearn.sim.particle import GOALS, ParticleEnv, scripted_demos
-from tests.particle import PARTICLE, ROLLOUT_SEEDS, fitted, rollout, train
+from tests.linear_task import train_losses
+from tests.particle import PARTICLE, ROLLOUT_SEEDS, fitted, rollout, train, trained_on_particles
 
 SMALL = {"hidden": [64, 64], "n_negatives": 63, "dfo_samples": 512}
 
 
 @pytest.fixture(scope="module")
 def trained_energy(particle_windows) -> IBCPolicy:
-    torch.manual_seed(0)
-    policy = fitted(IBCPolicy(IBCConfig(**PARTICLE, **SMALL)), particle_windows)
-    train(policy, particle_windows, steps=400)
-    return policy.eval()
+    return trained_on_particles(lambda: IBCPolicy(IBCConfig(**PARTICLE, **SMALL)), particle_windows, steps=400)
 
 
 # ----- the particle task -----
@@ -88,14 +86,7 @@ def test_infonce_loss_falls_on_a_tiny_problem():
     state = torch.rand(64, 1, 3, generator=g) * 2 - 1
     action = (0.8 * state[:, :, :2]).expand(64, 2, 2).contiguous()  # the chunk follows from the state
     batch = {"obs": {"state": state}, "action": action}
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(80):
-        loss = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(policy, batch, steps=80, lr=3e-3)
     assert losses[0] == pytest.approx(np.log(32), rel=0.1)  # untrained: the positive is one of 32 alike
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
 
