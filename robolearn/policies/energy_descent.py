@@ -42,6 +42,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -217,9 +218,10 @@ class EnergyDescentPolicy(BackbonePolicy):
                     new_energies, new_grad = self.normalized_energy(cond, proposal), grad
             else:
                 new_energies, new_grad = self.energy_and_grad(cond, proposal)
-            improved = energies - new_energies > tol * (energies - offset).abs()
-            if tol == 0.0:
-                improved = torch.ones_like(improved)  # no early stop: every step is taken
+            if tol > 0:
+                improved = energies - new_energies > tol * (energies - offset).abs()
+            else:  # no early stop: every step is taken
+                improved = torch.ones_like(active)
             move = active & improved
             x = torch.where(move[:, None, None], proposal, x)
             energies = torch.where(move, new_energies, energies)
@@ -281,7 +283,8 @@ class EnergyDescentPolicy(BackbonePolicy):
         return False
 
     @torch.no_grad()
-    def act_with_energy(self, obs, generator: torch.Generator | None = None):
+    def act_with_energy(self, obs: Mapping[str, np.ndarray | torch.Tensor],
+                        generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`act`'s actions (B, n_action_steps, action_dim) and the energy of each chosen chunk (B,), as numpy."""
         obs_t = self.obs_tensors(obs)
         chunks, energies = self.sample_with_energy(obs_t, n=1, generator=generator)

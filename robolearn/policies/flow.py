@@ -12,9 +12,9 @@ velocity over [t, t + d], so one large step lands where many small ones would. T
   (b) self-consistency on `shortcut_fraction` of each batch: s(x_t, t, 2h) is regressed onto the mean velocity
       of two consecutive h-steps taken by the model itself, under stop-gradient.
 The backbone embeds a single scalar (the time), so d enters through its global condition instead: a
-sinusoidal embedding of log2(1/d) and a small MLP, concatenated to the observation features that FiLM every
-block. With `sample(steps=k)` the model is asked for d = 1/k; powers of two up to shortcut_max_steps are the
-trained step sizes, other counts interpolate between neighbouring levels.
+sinusoidal embedding of log2(1/d) and a small MLP, concatenated to the observation features (FiLM in every UNet
+block, condition tokens of the transformer). With `sample(steps=k)` the model is asked for d = 1/k; powers of
+two up to shortcut_max_steps are the trained step sizes, other counts interpolate between neighbouring levels.
 """
 from __future__ import annotations
 
