@@ -4,8 +4,8 @@
 
 Each run trains a head from its config (configs/policy/<group>.yaml, RUNS below) with the shared overrides, then every
 sampler variant of it is evaluated on the same seeds and timed at batch 1 on one CPU thread. Prints a Markdown
-table and writes `<out>/results.json`. Runs that already have a checkpoint in `<out>/<run>` are not retrained
-(delete the folder to retrain), so an interrupted benchmark resumes where it stopped.
+table and writes `<out>/results.json`. Runs whose checkpoint in `<out>/<run>` has reached `--steps` are not retrained,
+and an interrupted run continues from its last checkpoint, so delete the folder before rerunning with other settings.
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def train_head(run: str, args: argparse.Namespace) -> Path:
         overrides.append(f"policy.down_dims={args.down_dims}")
     overrides += run_overrides + args.train_overrides
     trainer = Trainer(RunConfig.from_dict(compose("train", overrides)))
+    trainer.resume()  # an interrupted run continues from its last checkpoint (train.checkpoint_every)
     trainer.fit()
     return checkpoint
 
