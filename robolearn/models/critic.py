@@ -40,7 +40,7 @@ from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save
 from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.task import TaskConfig
-from robolearn.train.loop import Schedule, TrainLoop, random_batches
+from robolearn.train.loop import fit_on_random_batches
 
 KIND = CheckpointKind(what="critic", format="robolearn.critic", version=1, weights="critic.safetensors",
                       config="critic.json")
@@ -375,11 +375,9 @@ def train_critic(source: EpisodeStore | TaskConfig, config: CriticConfig | None 
     critic.to(device)
     critic.update_target(1.0)  # targets start equal to the online heads
     params = [p for name, p in critic.named_parameters() if not name.startswith("target_")]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loop = TrainLoop(critic, optimizer, Schedule(cfg.lr, cfg.steps, decay="constant"), what="critic", seed=cfg.seed,
-                     log_every=cfg.log_every, history=history, progress=progress, after_step=critic.update_target,
-                     hint="lower lr or check the rewards")
-    loop.run(random_batches(lambda rows: data.gather(rows, device), len(data), cfg.batch_size, loop.rng), critic.loss)
+    fit_on_random_batches(critic, params, lambda rows: data.gather(rows, device), len(data), cfg, what="critic",
+                          history=history, progress=progress, after_step=critic.update_target,
+                          hint="lower lr or check the rewards")
     return critic.eval()
 
 

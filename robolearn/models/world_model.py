@@ -42,7 +42,7 @@ from robolearn.env import ArraySpec, EnvSpec
 from robolearn.models.critic import step_rewards
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
-from robolearn.train.loop import Schedule, TrainLoop, random_batches
+from robolearn.train.loop import fit_on_random_batches
 
 KIND = CheckpointKind(what="world model", format="robolearn.world_model", version=1, weights="world_model.safetensors",
                       config="world_model.json")
@@ -416,10 +416,8 @@ def train_world_model(stores: EpisodeStore | Sequence[EpisodeStore], config: Wor
     model = WorldModel(cfg)
     fit_from_stores(model.normalizer, stores, cfg.obs_sources, cfg.action_key)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loop = TrainLoop(model, optimizer, Schedule(cfg.lr, cfg.steps, decay="constant"), what="world model", seed=cfg.seed,
-                     log_every=cfg.log_every, history=history, progress=progress, grad_clip=cfg.grad_clip)
-    loop.run(random_batches(lambda rows: data.gather(rows, device), len(data), cfg.batch_size, loop.rng), model.loss)
+    fit_on_random_batches(model, model.parameters(), lambda rows: data.gather(rows, device), len(data), cfg,
+                          what="world model", history=history, progress=progress, grad_clip=cfg.grad_clip)
     return model.eval()
 
 

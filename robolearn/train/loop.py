@@ -314,3 +314,15 @@ def random_batches(draw: Callable[[np.ndarray], Any], n_items: int, batch_size: 
     share = world.share(batch_size)
     while True:
         yield draw(rng.integers(0, n_items, batch_size)[world.rank * share:(world.rank + 1) * share])
+
+
+def fit_on_random_batches(model: nn.Module, params: Iterable[nn.Parameter], draw: Callable[[np.ndarray], Any],
+                          n_items: int, cfg: Any, *, what: str, history: list[dict[str, float]] | None = None,
+                          progress: bool = False, **loop_options: Any) -> None:
+    """How the auxiliary models (critic, world model) train: AdamW on `params` at `cfg.lr` (constant after the
+    warm-up) for `cfg.steps` batches drawn with replacement (`random_batches`), stepping on `model.loss`.
+    `cfg` carries lr, weight_decay, steps, batch_size, seed and log_every; `loop_options` go to TrainLoop."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loop = TrainLoop(model, optimizer, Schedule(cfg.lr, cfg.steps, decay="constant"), what=what, seed=cfg.seed,
+                     log_every=cfg.log_every, history=history, progress=progress, **loop_options)
+    loop.run(random_batches(draw, n_items, cfg.batch_size, loop.rng), model.loss)
