@@ -108,6 +108,17 @@ def assert_pose_safe(sent: np.ndarray, measured: np.ndarray) -> None:
     assert turn.magnitude() <= LIMITS.max_ee_rotation_step + 1e-7
 
 
+def assert_sent_safe(calls: list, q_before: np.ndarray, pose_before: np.ndarray) -> None:
+    """Every command that reached the robot is inside the limits, measured from the state before it was sent."""
+    for sent_kind, sent in calls:
+        if sent_kind == "joint":
+            assert_joint_safe(sent, q_before)
+        elif sent_kind == "ee":
+            assert_pose_safe(sent, pose_before)
+        else:
+            assert 0.0 <= sent <= 1.0
+
+
 def test_fake_robot_follows_the_protocol():
     assert isinstance(RecordingRobot(), Robot)
     assert isinstance(SafeRobot(RecordingRobot()), Robot)
@@ -173,13 +184,7 @@ def test_a_long_mixed_sequence_never_leaves_the_limits(sequence):
             safe.command_ee_pose(values)
         else:
             safe.command_gripper(values[0])
-        for sent_kind, sent in robot.calls[n_calls:]:
-            if sent_kind == "joint":
-                assert_joint_safe(sent, q_before)
-            elif sent_kind == "ee":
-                assert_pose_safe(sent, pose_before)
-            else:
-                assert 0.0 <= sent <= 1.0
+        assert_sent_safe(robot.calls[n_calls:], q_before, pose_before)
     assert safe.counters["commands"] == len(sequence)
     assert safe.counters["sent"] + safe.counters["rejected_non_finite"] == len(sequence)
 
@@ -565,14 +570,9 @@ def test_whatever_the_state_and_commands_nothing_outside_the_limits_reaches_the_
         except ValueError:
             assert len(robot.calls) == n_calls  # a malformed command sends nothing
             continue
-        for sent_kind, sent in robot.calls[n_calls:]:
-            assert not state_problem or sent_kind == "gripper", state_problem
-            if sent_kind == "joint":
-                assert_joint_safe(sent, q_before)
-            elif sent_kind == "ee":
-                assert_pose_safe(sent, pose_before)
-            else:
-                assert 0.0 <= sent <= 1.0
+        sent = robot.calls[n_calls:]
+        assert not state_problem or all(sent_kind == "gripper" for sent_kind, _ in sent), state_problem
+        assert_sent_safe(sent, q_before, pose_before)
         assert result in (SENT, CLIPPED, REJECTED)
 
 
