@@ -97,6 +97,17 @@ def parse_obs_sources(obs_keys: Sequence[str], obs_sources: Mapping[str, str]) -
     return {key: parse_obs_source(obs_sources[key]) if key in obs_sources else ObsSource(key) for key in obs_keys}
 
 
+def resolve_obs_keys(obs_keys: Sequence[str], obs_shapes: Mapping[str, object],
+                     obs_sources: Mapping[str, str]) -> list[str]:
+    """The keys a model reads: `obs_keys`, or when empty those of `obs_shapes` (filled in from a store), sorted.
+    Both given must name the same keys, and every `obs_sources` entry must name one of them."""
+    if obs_shapes and obs_keys and sorted(obs_keys) != sorted(obs_shapes):
+        raise ValueError(f"obs_keys {list(obs_keys)} and obs_shapes keys {sorted(obs_shapes)} differ")
+    keys = list(obs_keys or sorted(obs_shapes))
+    parse_obs_sources(keys, obs_sources)
+    return keys
+
+
 
 def store_obs_specs(store: EpisodeStore, obs_keys: Sequence[str], obs_sources: Mapping[str, str],
                     reader: str = "the model") -> dict[str, ArraySpec]:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robolearn.data.normalizer import Normalizer, fit_from_stores
-from robolearn.data.obs_source import action_dim_of, parse_obs_sources, store_obs_specs
+from robolearn.data.obs_source import action_dim_of, resolve_obs_keys, store_obs_specs
 from robolearn.data.store import EpisodeStore
 from robolearn.data.windows import Windows, WindowSpec, to_device
 from robolearn.device import resolve_device
@@ -40,7 +40,7 @@ from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save
 from robolearn.nn.mlp import check_mlp, mlp_layers
 from robolearn.nn.obs_encoder import ObsEncoder
 from robolearn.task import TaskConfig
-from robolearn.train.loop import fit_on_random_batches
+from robolearn.train.loop import check_fit_settings, fit_on_random_batches
 
 KIND = CheckpointKind(what="critic", format="robolearn.critic", version=1, weights="critic.safetensors",
                       config="critic.json")
@@ -95,13 +95,8 @@ class CriticConfig:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
         if not 0.0 < self.target_update <= 1.0:
             raise ValueError(f"target_update must be in (0, 1], got {self.target_update}")
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"steps ({self.steps}) must be >= 0, batch_size ({self.batch_size}) >= 1, lr > 0")
-        if self.obs_shapes:
-            if self.obs_keys and sorted(self.obs_keys) != sorted(self.obs_shapes):
-                raise ValueError(f"obs_keys {self.obs_keys} and obs_shapes keys {sorted(self.obs_shapes)} differ")
-            self.obs_keys = list(self.obs_keys or sorted(self.obs_shapes))
-        parse_obs_sources(self.obs_keys, self.obs_sources)
+        check_fit_settings(self)
+        self.obs_keys = resolve_obs_keys(self.obs_keys, self.obs_shapes, self.obs_sources)
 
 
 # ---------------------------------------------------------------------------------------------- data helpers

@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from robolearn.data.normalizer import Normalizer, fit_from_stores
-from robolearn.data.obs_source import action_dim_of, parse_obs_sources, store_obs_specs
+from robolearn.data.obs_source import action_dim_of, parse_obs_sources, resolve_obs_keys, store_obs_specs
 from robolearn.data.store import EpisodeStore
 from robolearn.device import resolve_device
 from robolearn.env import ArraySpec, EnvSpec
 from robolearn.models.critic import step_rewards
 from robolearn.nn.checkpoint_folder import CheckpointKind, load_configured, save_configured
 from robolearn.nn.mlp import ACTIVATIONS, check_mlp, mlp_layers
-from robolearn.train.loop import fit_on_random_batches
+from robolearn.train.loop import check_fit_settings, fit_on_random_batches
 
 KIND = CheckpointKind(what="world model", format="robolearn.world_model", version=1, weights="world_model.safetensors",
                       config="world_model.json")
@@ -100,13 +100,8 @@ class WorldModelConfig:
         if not 0.0 < self.rho <= 1.0 or not 0.0 < self.success_threshold < 1.0:
             raise ValueError(f"rho ({self.rho}) must be in (0, 1] and success_threshold ({self.success_threshold}) "
                              f"in (0, 1)")
-        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"steps ({self.steps}) must be >= 0, batch_size ({self.batch_size}) >= 1, lr > 0")
-        if self.obs_shapes:
-            if self.obs_keys and sorted(self.obs_keys) != sorted(self.obs_shapes):
-                raise ValueError(f"obs_keys {self.obs_keys} and obs_shapes keys {sorted(self.obs_shapes)} differ")
-            self.obs_keys = list(self.obs_keys or sorted(self.obs_shapes))
-        parse_obs_sources(self.obs_keys, self.obs_sources)
+        check_fit_settings(self)
+        self.obs_keys = resolve_obs_keys(self.obs_keys, self.obs_shapes, self.obs_sources)
 
 
 # ---------------------------------------------------------------------------------------------- networks

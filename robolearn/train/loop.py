@@ -316,6 +316,12 @@ def random_batches(draw: Callable[[np.ndarray], Any], n_items: int, batch_size: 
         yield draw(rng.integers(0, n_items, batch_size)[world.rank * share:(world.rank + 1) * share])
 
 
+def check_fit_settings(cfg: Any) -> None:
+    """Refuses the settings `fit_on_random_batches` cannot train with, naming them."""
+    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ValueError(f"steps ({cfg.steps}) must be >= 0, batch_size ({cfg.batch_size}) >= 1, lr ({cfg.lr}) > 0")
+
+
 def fit_on_random_batches(model: nn.Module, params: Iterable[nn.Parameter], draw: Callable[[np.ndarray], Any],
                           n_items: int, cfg: Any, *, what: str, history: list[dict[str, float]] | None = None,
                           progress: bool = False, **loop_options: Any) -> None:
