@@ -18,13 +18,15 @@ from robolearn.train import RunConfig, Trainer
 SAVED = Path(__file__).parent / "fixtures" / "main_c32f101"
 
 
-def test_policy_checkpoint_loads_and_samples_exactly_as_it_did():
+def test_policy_checkpoint_loads_and_samples_as_it_did():
     checkpoint = SAVED / "run" / "checkpoints" / "last"
     assert json.loads((checkpoint / "policy.json").read_text())["class"] == "robolearn.policies.diffusion:DiffusionPolicy"
     policy = robolearn.load_policy(checkpoint, device="cpu")
     obs = {"state": torch.as_tensor(np.load(SAVED / "policy_obs.npy"))}
     sample = policy.sample(obs, n=2, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_array_equal(sample.numpy(), np.load(SAVED / "policy_sample.npy"))
+    # the same weights and sampler give the same chunk up to float32 rounding, which differs between CPUs'
+    # kernels (seen: 2e-5 relative after 100 DDPM steps); a weight or sampler mismatch moves it by whole units
+    np.testing.assert_allclose(sample.numpy(), np.load(SAVED / "policy_sample.npy"), rtol=1e-4, atol=1e-3)
     task = load_task(checkpoint)
     assert task.env == "pusht" and task.make_env().spec.action_dim == 2  # its import path is an alias now
 
