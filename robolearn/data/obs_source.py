@@ -108,7 +108,6 @@ def resolve_obs_keys(obs_keys: Sequence[str], obs_shapes: Mapping[str, object],
     return keys
 
 
-
 def store_obs_specs(store: EpisodeStore, obs_keys: Sequence[str], obs_sources: Mapping[str, str],
                     reader: str = "the model") -> dict[str, ArraySpec]:
     """Per-step spec of each observed key as read from `store` through `obs_sources` (slices checked here)."""
