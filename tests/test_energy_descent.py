@@ -55,7 +55,9 @@ def test_config_round_trips_and_rejects_bad_values():
     for bad, match in [({"loss_iterates": "first"}, "loss_iterates"), ({"descent_steps": 0}, "descent_steps"),
                        ({"step_size": -1.0}, "step_size"), ({"anchor_fraction": 1.0}, "anchor_fraction"),
                        ({"num_starts": 0}, "num_starts"), ({"backbone": "mlp"}, "backbone"),
-                       ({**TRANSFORMER, "n_emb": 30, "n_head": 4}, "n_emb")]:
+                       ({**TRANSFORMER, "n_emb": 30, "n_head": 4}, "n_emb"),
+                       ({"noise_start_fraction": 0.9}, "noise_start_fraction"),
+                       ({"noise_start_candidates": 0}, "noise_start_candidates")]:
         with pytest.raises(ValueError, match=match):
             EnergyDescentConfig(**CHUNK, **bad)
 
@@ -94,6 +96,35 @@ def test_loss_falls_and_the_step_size_learns(particle_windows, backbone, loss_it
     losses = train(policy, particle_windows, steps=120)
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10]), losses
     assert policy.step_size.item() != before  # alpha is a trained parameter
+
+
+def two_mode_descent_ends(candidates: int) -> torch.Tensor:
+    """First action coordinate after one descent step from 256 noise starts, for a policy trained on noise starts
+    only, with `candidates` starts per window, where one observation was demonstrated with x = -0.8 and x = 0.8."""
+    torch.manual_seed(0)
+    policy = chunk_policy(horizon=1, n_obs_steps=1, n_action_steps=1, down_dims=[32], train_descent_steps=1,
+                          anchor_fraction=0.0, noise_start_fraction=1.0, noise_start_candidates=candidates)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    obs = {"state": torch.full((64, 1, 3), 0.5)}
+    for _ in range(300):
+        action = torch.zeros(64, 1, 2)
+        action[:, 0, 0] = 0.8 * (2 * torch.randint(0, 2, (64,)) - 1)
+        loss = policy.loss({"obs": obs, "action": action})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    return policy.sample({"state": torch.full((1, 1, 3), 0.5)}, n=256, steps=1, num_starts=1)[0, :, 0, 0]
+
+
+def test_noise_starts_trained_on_their_closest_start_keep_both_modes():
+    # one start per window: the MSE from a start that says nothing about the mode pulls every descent to the
+    # average of the two; several with the closest one trained: the descents end at one mode or the other
+    averaged = two_mode_descent_ends(candidates=1)
+    assert (averaged.abs() < 0.3).float().mean() >= 0.9, averaged
+    x = two_mode_descent_ends(candidates=4)
+    assert (x.abs() < 0.3).float().mean() <= 0.3, x
+    assert (x < -0.5).float().mean() >= 0.2 and (x > 0.5).float().mean() >= 0.2, x
 
 
 def test_descent_lowers_the_energy_and_stops_early(trained):

@@ -35,6 +35,13 @@ carries no information about the target is pulled by the MSE to the mean of the 
 modes. From y + sigma * eps the best step points to the demonstrated chunk most likely to have produced the
 start, so E becomes a multi-scale landscape whose basins are the modes, and descents from different noise
 starts end in different modes (the two-goal particle test checks this).
+
+Noise starts (`noise_start_fraction`, off by default). Whether the descent turns an inference start, which holds
+no demonstration, into one mode is left to the backbone above: the UNet does, the transformer lands near the
+average of the modes (docs/energy_descent.md). The last `noise_start_fraction` of the batch therefore starts
+where inference starts, `noise_start_candidates` noise draws per window, and each such window's loss is the MSE
+of its closest start only (winner-takes-all, as in multiple-choice learning): no start is pulled to the average,
+and the one that is trained learns to reach a demonstration from noise.
 """
 from __future__ import annotations
 
@@ -63,6 +70,8 @@ class EnergyDescentConfig(BackboneConfig):
     learn_step_size: bool = True
     start_scale: float = 1.0  # std of the noise starts and of the largest training perturbation (normalized units)
     anchor_fraction: float = 0.125  # share of each batch whose start is the demonstrated chunk itself
+    noise_start_fraction: float = 0.0  # share of each batch whose starts are inference noise (see loss)
+    noise_start_candidates: int = 4  # noise starts per such window; the loss takes the closest one's
     energy_weight: float = 0.1  # weight of E(demonstrated chunk) and of the novelty term in the loss
     novelty_noise: float = 1.0  # std of the noise that turns observation features into novelty negatives
     novelty_margin: float = 1.0  # the novelty the negatives are pushed above
@@ -82,6 +91,11 @@ class EnergyDescentConfig(BackboneConfig):
         if not (0.0 <= self.anchor_fraction < 1.0 and 0.0 <= self.early_stop_tol < 1.0):
             raise ValueError(f"anchor_fraction ({self.anchor_fraction}) and early_stop_tol ({self.early_stop_tol}) "
                              f"must be in [0, 1)")
+        if not (0.0 <= self.noise_start_fraction and self.anchor_fraction + self.noise_start_fraction <= 1.0):
+            raise ValueError(f"noise_start_fraction ({self.noise_start_fraction}) must be >= 0 and leave room for "
+                             f"anchor_fraction ({self.anchor_fraction}): their sum is at most 1")
+        if not 1 <= self.noise_start_candidates <= 64:
+            raise ValueError(f"noise_start_candidates must be between 1 and 64, got {self.noise_start_candidates}")
         negative = [n for n in ("energy_weight", "novelty_noise", "novelty_margin") if not getattr(self, n) >= 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must be >= 0")
@@ -154,12 +168,27 @@ class EnergyDescentPolicy(BackbonePolicy):
 
     def loss(self, batch: Mapping[str, object]) -> torch.Tensor:
         cfg = self.config
-        cond, demo = self.encode_batch(batch)
+        obs_cond, demo = self.encode_batch(batch)
         b = demo.shape[0]
         n_anchor = int(b * cfg.anchor_fraction)
-        u = torch.rand(b, device=demo.device).sqrt()  # density 2u: large perturbations most often
+        n_noise = min(int(b * cfg.noise_start_fraction), b - n_anchor)  # the last rows of the batch
+        n_perturbed = b - n_noise
+        u = torch.rand(n_perturbed, device=demo.device).sqrt()  # density 2u: large perturbations most often
         u[:n_anchor] = 0.0
-        x = demo + (cfg.start_scale * u)[:, None, None] * torch.randn_like(demo)
+        x = demo[:n_perturbed] + (cfg.start_scale * u)[:, None, None] * torch.randn_like(demo[:n_perturbed])
+        cond, target, m = obs_cond, demo, cfg.noise_start_candidates
+        if n_noise:  # m starts per window, drawn and projected as inference draws them
+            starts = self.initial_noise(n_noise, m).flatten(0, 1)
+            x = torch.cat([x, starts.clamp(-1.0, 1.0) if cfg.clip_sample else starts])
+            cond = torch.cat([obs_cond[:n_perturbed], obs_cond[n_perturbed:].repeat_interleave(m, 0)])
+            target = torch.cat([demo[:n_perturbed], demo[n_perturbed:].repeat_interleave(m, 0)])
+
+        def iterate_loss(iterate: torch.Tensor) -> torch.Tensor:
+            """Mean over windows of the MSE to the demonstrated chunk; a noise-start window counts its closest
+            start only, so its starts may end in different modes (the others are not pulled to the average)."""
+            row = (iterate - target).square().flatten(1).mean(dim=1)
+            return torch.cat([row[:n_perturbed], row[n_perturbed:].reshape(n_noise, m).min(dim=1).values]).mean()
+
         mse = []
         anchor_energy = demo.new_zeros(())
         for k in range(cfg.train_descent_steps):
@@ -172,10 +201,10 @@ class EnergyDescentPolicy(BackbonePolicy):
             alpha = self.step_size if carries_loss else self.step_size.detach()
             x = x - alpha * grad
             if carries_loss:
-                mse.append(F.mse_loss(x, demo))
+                mse.append(iterate_loss(x))
         # the observation term: ~0 on the demonstrations' observations, above the margin off them
-        novel = cond + cfg.novelty_noise * torch.randn_like(cond)
-        novelty = self.novelty(cond).mean() + F.relu(cfg.novelty_margin - self.novelty(novel)).mean()
+        novel = obs_cond + cfg.novelty_noise * torch.randn_like(obs_cond)
+        novelty = self.novelty(obs_cond).mean() + F.relu(cfg.novelty_margin - self.novelty(novel)).mean()
         return torch.stack(mse).mean() + cfg.energy_weight * (anchor_energy + novelty)
 
     # ----- inference -----
