@@ -23,9 +23,11 @@ from robolearn.data.store import EpisodeStore
 from robolearn.data.store_lock import LOCK_NAME
 
 # Runs in the child: patch a method the operation calls repeatedly so that its second call announces itself
-# (the marker file) and then waits to be killed.
+# (the marker file) and then waits to be killed. SIGHUP gets its default action, as in a terminal: a test run
+# started under nohup would otherwise pass its "ignore SIGHUP" on to the child.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 from pathlib import Path
 from robolearn.data.store import EpisodeStore
 from robolearn.data.store_lock import LOCK_NAME
