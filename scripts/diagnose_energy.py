@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if min(args.windows, args.starts, args.threads) < 1:
+        parser.error("--windows, --starts and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     policy = load_policy(args.checkpoint)
     if not isinstance(policy, EnergyDescentPolicy):
@@ -68,11 +70,11 @@ def main() -> None:
         print(f"other window's demonstration + {sigma} noise | {descend(other + noise, cond, demo, 1)[1]:.4f}")
     starts = policy.initial_noise(len(demo), args.starts).flatten(0, 1)  # row i * starts + j: start j of window i
     conds, targets = cond.repeat_interleave(args.starts, 0), demo.repeat_interleave(args.starts, 0)
-    print(f"noise (inference) | {descend(starts, conds, targets, 1)[1]:.4f}")
+    from_noise = {steps: descend(starts, conds, targets, steps) for steps in (1, 2, 4)}
+    print(f"noise (inference) | {from_noise[1][1]:.4f}")
 
     print(f"\nfrom {args.starts} noise starts | MSE | spread between starts | roughness\n---|---|---|---")
-    for steps in (1, 2, 4):
-        chunks, mse = descend(starts, conds, targets, steps)
+    for steps, (chunks, mse) in from_noise.items():
         per_obs = chunks.unflatten(0, (len(demo), args.starts))
         print(f"{steps} step{'s' if steps > 1 else ''} | {mse:.4f} | {per_obs.std(dim=1).mean().item():.4f} | "
               f"{roughness(chunks):.4f}")
